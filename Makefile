@@ -1,0 +1,45 @@
+# One entry point for people and CI alike. `make test` is what CI runs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install test lint typecheck pytest test-slow demo bench clean
+
+help:
+	@echo "make demo   - set up .venv and run the sandbox demo (no Meta account needed)"
+	@echo "make test   - set up .venv, then ruff, mypy (strict) and pytest"
+	@echo "make test-slow - the long reliability variants as well"
+	@echo "make bench  - run every benchmark in benchmarks/ (prints tables)"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+test-slow: $(STAMP)
+	$(BIN)/pytest -q -m slow --override-ini="addopts=--strict-markers -ra"
+
+demo: $(STAMP)
+	$(BIN)/wacamp demo
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist

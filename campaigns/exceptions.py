@@ -1,0 +1,214 @@
+"""Every error wacamp raises, in one tree.
+
+::
+
+    WacampError                      root of everything wacamp raises on purpose
+    ├── UserError                    bad input from a person: one line on stderr, exit 1
+    │   ├── ConfigError              a config file or setting is wrong (names file, line, key)
+    │   ├── SchemaError              the database schema is missing or behind (names the command to run)
+    │   ├── NotFoundError            a campaign, list, template or contact that does not exist
+    │   ├── InputFileError           a CSV / JSON file that cannot be read at all (names file, line)
+    │   ├── ValidationFailed         several problems found at once (e.g. a campaign definition)
+    │   └── LockedError              another process holds the lock (e.g. a second `run-due`)
+    └── PlatformError                the WhatsApp platform answered with an error (carries code, title)
+        ├── RetryableError           try again later; never recorded as a failure by itself
+        │   ├── ThrottledError       130429, 80007, 4, HTTP 429: slow the whole sender down
+        │   ├── PairRateLimitedError 131056: that recipient waits 4^X s
+        │   ├── MaintenanceError     131057: retry after about a minute
+        │   └── TransientError       131000, 131016, 1, 2, 5xx, connection refused before the request
+        ├── PermanentError           retrying cannot help
+        │   ├── RecipientError       this recipient only (undeliverable, bad payload, …)
+        │   │   ├── MarketingLimitError  131049: defer the recipient ≥ 24 h
+        │   │   └── OptedOutError        131050: suppress the contact
+        │   ├── CampaignFatalError   template unusable or account restricted: pause the campaign
+        │   └── SenderFatalError     auth, permissions, number not registered, payment: stop everything
+        └── OutcomeUnknownError      no answer after the request may have reached the platform
+
+`classify_platform_error` turns an ``error.code`` (never the HTTP status alone) into one of these.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+class WacampError(Exception):
+    """Something went wrong in wacamp."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class UserError(WacampError, click.ClickException):
+    """The input given to wacamp is not usable."""
+
+    exit_code = 1
+
+    def __init__(self, message: str | None = None) -> None:
+        text = message or (type(self).__doc__ or "").strip()
+        WacampError.__init__(self, text)
+        click.ClickException.__init__(self, text)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(UserError):
+    """The configuration is not valid."""
+
+
+class SchemaError(UserError):
+    """The database schema is missing or out of date: run `wacamp db upgrade`."""
+
+
+class NotFoundError(UserError):
+    """No such object."""
+
+
+class InputFileError(UserError):
+    """The input file cannot be read."""
+
+
+class ValidationFailed(UserError):
+    """The definition has problems."""
+
+    def __init__(self, problems: list[str], *, what: str = "definition") -> None:
+        self.problems = list(problems)
+        super().__init__(f"{what} refused: " + "; ".join(self.problems))
+
+
+class LockedError(UserError):
+    """Another wacamp process holds the lock."""
+
+
+class PlatformError(WacampError):
+    """The WhatsApp platform answered with an error."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: int | None = None,
+        title: str = "",
+        http_status: int | None = None,
+        details: str = "",
+    ) -> None:
+        self.code = code
+        self.title = title or (message or "")
+        self.http_status = http_status
+        self.details = details
+        label = f"({code}) " if code is not None else ""
+        super().__init__(message or f"{label}{self.title}".strip() or None)
+
+
+class RetryableError(PlatformError):
+    """The platform could not take the request now; it may later."""
+
+
+class ThrottledError(RetryableError):
+    """The sender went over a platform rate limit (130429, 80007, 4 or HTTP 429)."""
+
+    def __init__(
+        self, message: str | None = None, *, retry_after_s: float | None = None, **kw: object
+    ) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
+class PairRateLimitedError(RetryableError):
+    """Too many messages to this recipient in a short time (131056)."""
+
+
+class MaintenanceError(RetryableError):
+    """The number is under maintenance, e.g. a throughput upgrade (131057)."""
+
+
+class TransientError(RetryableError):
+    """The platform had a temporary problem (131000, 131016, 1, 2, 5xx)."""
+
+
+class PermanentError(PlatformError):
+    """Retrying this request cannot succeed."""
+
+
+class RecipientError(PermanentError):
+    """This recipient cannot receive this message."""
+
+
+class MarketingLimitError(RecipientError):
+    """The recipient reached the per-user marketing limit (131049)."""
+
+
+class OptedOutError(RecipientError):
+    """The recipient stopped marketing messages (131050)."""
+
+
+class CampaignFatalError(PermanentError):
+    """The campaign cannot go on: its template is unusable or the account is restricted."""
+
+
+class SenderFatalError(PermanentError):
+    """The sender cannot send at all: authentication, permissions, registration or payment."""
+
+
+class OutcomeUnknownError(PlatformError):
+    """The request may have reached the platform but no answer came back."""
+
+
+THROTTLE_CODES = frozenset({130429, 80007, 4})
+PAIR_RATE_CODES = frozenset({131056})
+MAINTENANCE_CODES = frozenset({131057})
+TRANSIENT_CODES = frozenset({131000, 131016, 1, 2})
+MARKETING_LIMIT_CODES = frozenset({131049})
+OPTED_OUT_CODES = frozenset({131050})
+RECIPIENT_CODES = frozenset({131026, 130472, 131051, 100, 132000, 132005, 132012, 131047, 470})
+TEMPLATE_FATAL_CODES = frozenset({132001, 132007, 132015, 132016})
+ACCOUNT_FATAL_CODES = frozenset({131048, 131064, 368, 130497, 131031})
+SENDER_FATAL_CODES = frozenset({0, 190, 10, 133010, 131042, *range(200, 300)})
+
+_BY_CODE: tuple[tuple[frozenset[int], type[PlatformError]], ...] = (
+    (THROTTLE_CODES, ThrottledError),
+    (PAIR_RATE_CODES, PairRateLimitedError),
+    (MAINTENANCE_CODES, MaintenanceError),
+    (TRANSIENT_CODES, TransientError),
+    (MARKETING_LIMIT_CODES, MarketingLimitError),
+    (OPTED_OUT_CODES, OptedOutError),
+    (RECIPIENT_CODES, RecipientError),
+    (TEMPLATE_FATAL_CODES, CampaignFatalError),
+    (ACCOUNT_FATAL_CODES, CampaignFatalError),
+    (SENDER_FATAL_CODES, SenderFatalError),
+)
+
+
+def error_class_for(code: int | None, http_status: int | None = None) -> type[PlatformError]:
+    """The exception class for a platform ``error.code``; the HTTP status only breaks ties.
+
+    A code we do not know is a recipient-level permanent error unless the status says the
+    server failed (5xx) or throttled (429): an unknown code is never retried forever.
+    """
+    if code is not None:
+        for codes, cls in _BY_CODE:
+            if code in codes:
+                return cls
+    if http_status == 429:
+        return ThrottledError
+    if http_status is not None and http_status >= 500:
+        return TransientError
+    return RecipientError
+
+
+def classify_platform_error(
+    *,
+    code: int | None,
+    title: str = "",
+    http_status: int | None = None,
+    details: str = "",
+    retry_after_s: float | None = None,
+) -> PlatformError:
+    """Build the right `PlatformError` for an error body the platform returned."""
+    cls = error_class_for(code, http_status)
+    if cls is ThrottledError:
+        return ThrottledError(
+            retry_after_s=retry_after_s, code=code, title=title, http_status=http_status, details=details
+        )
+    return cls(code=code, title=title, http_status=http_status, details=details)
