@@ -1,0 +1,1 @@
+"""Clients of the two WhatsApp APIs the engine can send through."""

@@ -1,0 +1,55 @@
+"""What the dispatcher needs from a WhatsApp API client, whichever API it speaks.
+
+A provider sends one prepared request body and either returns the platform's answer (`SendResult`)
+or raises exactly one of the `campaigns.exceptions` platform errors:
+
+- `RetryableError` subclasses (`ThrottledError` with `retry_after_s`, `PairRateLimitedError`,
+  `MaintenanceError`, `TransientError`): the platform did not take the message; it may be retried.
+  `TransientError` is also raised when the connection failed *before* the request was written
+  (connection refused, DNS): nothing can have reached the platform.
+- `PermanentError` subclasses (`RecipientError`, `MarketingLimitError`, `OptedOutError`,
+  `CampaignFatalError`, `SenderFatalError`).
+- `OutcomeUnknownError`: the request may have reached the platform but no answer came back (timeout
+  after sending, connection reset, disconnect). The dispatcher records `unknown` and never resends.
+
+Errors are classified by the body's `error.code` (`campaigns.exceptions.classify_platform_error`),
+never by the HTTP status alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The platform accepted the message: its id and, on Cloud API, its `message_status`."""
+
+    wamid: str
+    message_status: str | None = None
+
+
+@dataclass(frozen=True)
+class PhoneLimits:
+    """What `GET /{phone_number_id}?fields=...` says about a sender (None where it did not say)."""
+
+    messaging_tier: str | None = None
+    throughput_level: str | None = None
+    quality_rating: str | None = None
+
+
+class Provider(Protocol):
+    """A WhatsApp API client for one sender phone number (one aiohttp.ClientSession each)."""
+
+    async def send(self, body: dict[str, Any]) -> SendResult:
+        """Send one message body built by `campaigns.payloads`; raise a platform error otherwise."""
+        ...
+
+    async def read_limits(self) -> PhoneLimits:
+        """The sender's messaging tier and throughput level as the platform reports them."""
+        ...
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        ...
