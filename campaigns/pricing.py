@@ -34,9 +34,10 @@ class RateCard:
 def country_code_of(phone: str) -> int | None:
     """The country calling code of an E.164 number (39 for +39…), or None if it cannot be read."""
     try:
-        return int(phonenumbers.parse(phone if phone.startswith("+") else f"+{phone}").country_code)
+        code = phonenumbers.parse(phone if phone.startswith("+") else f"+{phone}").country_code
     except phonenumbers.NumberParseException:
         return None
+    return int(code) if code else None
 
 
 def load_rate_card(path: Path) -> RateCard:
