@@ -19,7 +19,7 @@ never by the HTTP status alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,8 @@ class PhoneLimits:
 class Provider(Protocol):
     """A WhatsApp API client for one sender phone number (one aiohttp.ClientSession each)."""
 
-    async def send(self, body: dict[str, Any]) -> SendResult:
-        """Send one message body built by `campaigns.payloads`; raise a platform error otherwise."""
+    async def send(self, body_json: str) -> SendResult:
+        """POST one frozen ledger body (JSON text built by `campaigns.payloads`) as it is."""
         ...
 
     async def read_limits(self) -> PhoneLimits:
