@@ -28,12 +28,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
 
 test: lint typecheck pytest
 
+# pytest exits 5 when no test carries the marker: not a failure.
 test-slow: $(STAMP)
-	$(BIN)/pytest -q -m slow --override-ini="addopts=--strict-markers -ra"
+	$(BIN)/pytest -q -m slow || [ $$? -eq 5 ]
 
 demo: $(STAMP)
 	$(BIN)/wacamp demo
