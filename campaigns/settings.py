@@ -202,7 +202,7 @@ class LoggingSettings(_Section):
 class SandboxSettings(_Section):
     host: str
     port: int = Field(ge=0, le=65535)
-    mps: int = Field(ge=1)
+    mps: int = Field(ge=0)
     access_token: str
     app_secret: str
     phone_number_id: str

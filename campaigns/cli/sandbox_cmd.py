@@ -1,13 +1,116 @@
-"""`wacamp sandbox ...`."""
+"""`wacamp sandbox ...`: the embedded WhatsApp platform simulator."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sys
+
 import click
+
+from campaigns.cli.common import AppContext, pass_app
+from sandbox.config import FAULT_NAMES, SandboxConfig
+from sandbox.server import serve
 
 
 @click.group("sandbox")
 def sandbox_group() -> None:
-    """Sandbox."""
+    """A local WhatsApp platform simulator: rehearse campaigns without a Meta account.
+
+    \b
+    Start it, then point wacamp at it:
+      wacamp sandbox serve --port 8900 --webhook-url http://127.0.0.1:8080/webhook
+      WACAMP_API_BASE_URL=http://127.0.0.1:8900 WACAMP_ACCESS_TOKEN=sandbox-token wacamp campaigns run spring
+    See docs/sandbox.md for its endpoints, behaviours, faults and sample data.
+    """
+
+
+def _fault_names(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = [name for name in names if name not in FAULT_NAMES]
+    if unknown:
+        raise click.BadParameter(f"unknown fault {unknown[0]!r} (known: {', '.join(FAULT_NAMES)})")
+    return names
+
+
+@sandbox_group.command("serve")
+@click.option("--host", help="Interface to listen on. [default: [sandbox] host]")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), help="Port (0 = any free one). [default: [sandbox] port]"
+)
+@click.option(
+    "--mps", type=click.IntRange(min=0), help="Messages/s per phone number before 130429 (0 = off)."
+)
+@click.option("--webhook-url", help="Where to POST signed webhooks (statuses, replies). Default: none.")
+@click.option("--app-secret", help="Signs webhooks (X-Hub-Signature-256). [default: [sandbox] app_secret]")
+@click.option(
+    "--access-token", help="The bearer token requests must carry. [default: [sandbox] access_token]"
+)
+@click.option("--seed", type=int, default=0, help="Makes outcomes and faults repeatable.")
+@click.option(
+    "--faults", default="", callback=_fault_names, help=f"Comma separated: {', '.join(FAULT_NAMES)}."
+)
+@click.option(
+    "--throttle-status",
+    type=click.Choice(["400", "429"]),
+    default="400",
+    help="HTTP status of 130429/131056.",
+)
+@click.option(
+    "--pair-spacing-s", type=click.FloatRange(min=0), default=6.0, help="131056 below this gap (0 = off)."
+)
+@pass_app
+def serve_command(
+    app: AppContext,
+    host: str | None,
+    port: int | None,
+    mps: int | None,
+    webhook_url: str | None,
+    app_secret: str | None,
+    access_token: str | None,
+    seed: int,
+    faults: tuple[str, ...],
+    throttle_status: str,
+    pair_spacing_s: float,
+) -> None:
+    """Serve the sandbox until Ctrl-C. Prints `sandbox listening on http://HOST:PORT` on stdout.
+
+    \b
+    Examples:
+      wacamp sandbox serve
+      wacamp sandbox serve --port 0 --mps 0 --pair-spacing-s 0        limits off (benchmarks)
+      wacamp sandbox serve --webhook-url http://127.0.0.1:8080/webhook --faults flaky,slow --seed 7
+    """
+    defaults = app.settings.sandbox
+    config = SandboxConfig(
+        host=host or defaults.host,
+        port=defaults.port if port is None else port,
+        mps=defaults.mps if mps is None else mps,
+        access_token=access_token or defaults.access_token,
+        app_secret=app_secret or defaults.app_secret,
+        phone_number_id=defaults.phone_number_id,
+        waba_id=defaults.waba_id,
+        webhook_url=webhook_url or None,
+        seed=seed,
+        faults=faults,
+        throttle_status=int(throttle_status),
+        pair_spacing_s=pair_spacing_s,
+    )
+    asyncio.run(_serve_until_signal(config))
+
+
+def _announce(line: str) -> None:
+    click.echo(line)
+    sys.stdout.flush()
+
+
+async def _serve_until_signal(config: SandboxConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await serve(config, announce=_announce, stop=stop)
+    click.echo("sandbox stopped", err=True)
 
 
 COMMANDS: list[click.Command] = [sandbox_group]

@@ -1,0 +1,98 @@
+"""The sandbox's message templates: the shipped samples (or the configured set) and their live status."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, replace
+from importlib import resources
+from typing import Any
+
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
+
+
+def sample_templates() -> tuple[dict[str, Any], ...]:
+    """The shipped sample templates (Graph API listing items), documented in docs/sandbox.md."""
+    text = resources.files("sandbox").joinpath("data/templates.json").read_text(encoding="utf-8")
+    return tuple(json.loads(text)["data"])
+
+
+def _placeholders(text: str) -> tuple[str, ...]:
+    return tuple(match.group(1) for match in PLACEHOLDER.finditer(text))
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    """What a send must match: status, category, header kind and the placeholders of header and body."""
+
+    id: str
+    name: str
+    language: str
+    status: str
+    category: str
+    parameter_format: str
+    header_format: str | None
+    header_params: tuple[str, ...]
+    body_params: tuple[str, ...]
+    button_count: int
+
+    @property
+    def is_marketing(self) -> bool:
+        return self.category == "MARKETING"
+
+    @classmethod
+    def from_listing(cls, item: dict[str, Any]) -> TemplateSpec:
+        """Read one item of the `message_templates` listing."""
+        header_format: str | None = None
+        header_params: tuple[str, ...] = ()
+        body_params: tuple[str, ...] = ()
+        buttons = 0
+        for component in item.get("components", []):
+            kind = str(component.get("type", "")).upper()
+            if kind == "HEADER":
+                header_format = str(component.get("format", "TEXT")).upper()
+                header_params = _placeholders(str(component.get("text", "")))
+            elif kind == "BODY":
+                body_params = _placeholders(str(component.get("text", "")))
+            elif kind == "BUTTONS":
+                buttons = len(component.get("buttons", []))
+        return cls(
+            id=str(item.get("id", "")),
+            name=str(item["name"]),
+            language=str(item["language"]),
+            status=str(item.get("status", "APPROVED")).upper(),
+            category=str(item.get("category", "MARKETING")).upper(),
+            parameter_format=str(item.get("parameter_format", "POSITIONAL")).upper(),
+            header_format=header_format,
+            header_params=header_params,
+            body_params=body_params,
+            button_count=buttons,
+        )
+
+
+class TemplateBook:
+    """The templates of the sandbox's WABA, looked up by (name, language); statuses can change live."""
+
+    def __init__(self, items: tuple[dict[str, Any], ...]) -> None:
+        self._items = [dict(item) for item in items]
+        self._specs = {(spec.name, spec.language): spec for spec in map(TemplateSpec.from_listing, items)}
+        self._names = {spec.name for spec in self._specs.values()}
+
+    def get(self, name: str, language: str) -> TemplateSpec | None:
+        return self._specs.get((name, language))
+
+    def has_name(self, name: str) -> bool:
+        return name in self._names
+
+    def listing(self) -> list[dict[str, Any]]:
+        """The templates as `GET /{waba_id}/message_templates` lists them (current statuses)."""
+        return [dict(item) for item in self._items]
+
+    def set_status(self, name: str, language: str, status: str) -> TemplateSpec:
+        """Change a template's status (e.g. PAUSED) for sends and for the listing."""
+        spec = replace(self._specs[(name, language)], status=status)
+        self._specs[(name, language)] = spec
+        for item in self._items:
+            if item["name"] == name and item["language"] == language:
+                item["status"] = status
+        return spec
