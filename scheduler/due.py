@@ -1,0 +1,282 @@
+"""Run every campaign that is due, oldest first, until nothing is due or a deadline comes.
+
+A campaign is due when
+
+- it is ``planned`` with a ``scheduled_at`` that has passed (a planned campaign without a schedule is
+  run by a person with ``campaigns run``, never by ``run-due``);
+- it is ``waiting`` (tier budget, send window, a run cut short) and its ``resume_after`` has passed
+  or is unset;
+- it is ``running`` but nobody runs it: no row of it is in flight under a live lease (a run that was
+  killed; the dispatcher turns its stale in-flight rows into ``unknown`` when it starts).
+
+Before each pass the schedule rules are applied here (deadline expiry, campaign window, recipients'
+own windows); the pass itself is the dispatcher's (`Runner`). The pass gets a deadline that is the
+earliest of the run's own (``--until``), the campaign window's closing, the campaign's deadline and
+the next change of a recipient-local window, so the dispatcher never sends outside a window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from campaigns.db import write_transaction
+from campaigns.dbtypes import UTCDateTime, utcnow
+from campaigns.models import Campaign, CampaignState, Message, MessageState
+from scheduler.schedule import (
+    SendWindow,
+    apply_recipient_windows,
+    campaign_gate,
+    expire_past_deadline,
+    zone,
+)
+
+log = logging.getLogger(__name__)
+
+CAMPAIGN: sa.Table = Campaign.__table__  # type: ignore[attr-defined]
+MESSAGE: sa.Table = Message.__table__  # type: ignore[attr-defined]
+c = CAMPAIGN.c
+m = MESSAGE.c
+
+#: A run gives one campaign at most this many passes (a window that opens and closes, a budget
+#: that frees up); more means something keeps handing it back at once, and it waits for the next run.
+MAX_PASSES_PER_RUN = 50
+
+WallClock = Callable[[], datetime]
+
+
+class Runner(Protocol):
+    """One dispatcher pass over a campaign: send until done, stopped, or `deadline` (then resumable).
+
+    Returns a short outcome word (``completed``, ``waiting``, ``paused``, ``stopped`` …); raises on
+    an error that should count as this campaign failing in this run.
+    """
+
+    async def __call__(
+        self, campaign_id: int, *, stop_event: asyncio.Event, deadline: datetime | None
+    ) -> str:
+        """Run one pass."""
+        ...
+
+
+@dataclass(frozen=True)
+class DueCampaign:
+    """A campaign `run-due` will give a pass to, and since when it is due (the ordering key)."""
+
+    id: int
+    name: str
+    state: str
+    due_since: datetime
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What one pass over one campaign did."""
+
+    campaign_id: int
+    name: str
+    outcome: str
+    error: str | None = None
+
+
+@dataclass
+class DueSummary:
+    """The whole run: every pass, whether the deadline stopped it, and what is left for later."""
+
+    passes: list[PassResult] = field(default_factory=list)
+    stopped_by: str | None = None  # "deadline" | "signal" | None
+    remaining: int = 0
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for p in self.passes if p.error is not None)
+
+    @property
+    def outcome(self) -> str:
+        """``error`` if any campaign failed, ``pending`` if work remains for a later run, else ``done``."""
+        if self.errors:
+            return "error"
+        return "pending" if self.remaining or self.stopped_by else "done"
+
+    def exit_code(self) -> int:
+        """1 when a campaign failed, 75 (EX_TEMPFAIL) when work remains for a later run, else 0."""
+        return {"error": 1, "pending": 75, "done": 0}[self.outcome]
+
+
+def _live_lease(now: datetime) -> sa.ColumnElement[bool]:
+    in_flight = sa.select(m.id).where(
+        m.campaign_id == c.id, m.state == MessageState.SENDING, m.lease_expires_at > now
+    )
+    return in_flight.exists()
+
+
+def _due_filter(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(
+        sa.and_(c.state == CampaignState.PLANNED, c.scheduled_at.is_not(None), c.scheduled_at <= now),
+        sa.and_(c.state == CampaignState.WAITING, sa.or_(c.resume_after.is_(None), c.resume_after <= now)),
+        sa.and_(c.state == CampaignState.RUNNING, ~_live_lease(now)),
+    )
+
+
+def find_due(conn: Connection, *, now: datetime) -> list[DueCampaign]:
+    """Every due campaign, the one due the longest first (ties by id)."""
+    due_since = sa.type_coerce(sa.func.coalesce(c.scheduled_at, c.created_at), UTCDateTime())
+    query = sa.select(c.id, c.name, c.state, due_since.label("due_since")).where(_due_filter(now))
+    rows = conn.execute(query.order_by(due_since, c.id)).all()
+    return [DueCampaign(id=r.id, name=r.name, state=r.state, due_since=r.due_since) for r in rows]
+
+
+def count_unfinished(conn: Connection, *, now: datetime) -> int:
+    """Campaigns with work a later run must do: waiting, running, or planned and already due."""
+    query = sa.select(sa.func.count()).where(
+        sa.or_(
+            c.state.in_([CampaignState.WAITING, CampaignState.RUNNING]),
+            sa.and_(c.state == CampaignState.PLANNED, c.scheduled_at.is_not(None), c.scheduled_at <= now),
+        )
+    )
+    return int(conn.scalar(query) or 0)
+
+
+def load_campaign(engine: Engine, campaign_id: int) -> Campaign:
+    """The campaign row as a (detached) model."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(CAMPAIGN).where(c.id == campaign_id)).mappings().one()
+    return Campaign.model_validate(dict(row))
+
+
+def _set_state(engine: Engine, campaign_id: int, *, now: datetime, **values: object) -> None:
+    with write_transaction(engine) as conn:
+        conn.execute(sa.update(CAMPAIGN).where(c.id == campaign_id).values(updated_at=now, **values))
+
+
+def _finish_expired(engine: Engine, campaign: Campaign, *, now: datetime) -> None:
+    """The deadline passed: planned rows are skipped; the campaign is over once nothing is in flight."""
+    assert campaign.id is not None
+    expired = expire_past_deadline(engine, campaign.id, now=now)
+    with engine.connect() as conn:
+        in_flight = conn.scalar(
+            sa.select(sa.func.count()).where(m.campaign_id == campaign.id, m.state == MessageState.SENDING)
+        )
+    if not in_flight:
+        _set_state(
+            engine, campaign.id, now=now, state=CampaignState.COMPLETED, finished_at=now, resume_after=None
+        )
+    log.info("campaign deadline passed", extra={"campaign": campaign.name, "expired": expired})
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """Whether to run a pass now and until when (None = no deadline)."""
+
+    run: bool
+    deadline: datetime | None = None
+    outcome: str = ""
+
+
+def prepare_pass(engine: Engine, campaign_id: int, *, now: datetime, until: datetime | None) -> PassPlan:
+    """Apply deadline, campaign window and recipient windows; say whether and until when to send."""
+    campaign = load_campaign(engine, campaign_id)
+    gate = campaign_gate(campaign, now=now)
+    if not gate.open_now and gate.until is None:
+        _finish_expired(engine, campaign, now=now)
+        return PassPlan(run=False, outcome="expired")
+    if not gate.open_now:
+        _set_state(engine, campaign_id, now=now, state=CampaignState.WAITING, resume_after=gate.until)
+        log.info("send window closed", extra={"campaign": campaign.name, "opens_at": gate.until})
+        return PassPlan(run=False, outcome="window closed")
+    recheck_at = apply_recipient_windows(engine, campaign, now=now)
+    return PassPlan(run=True, deadline=_earliest(until, gate.until, recheck_at, campaign.deadline))
+
+
+def after_pass(engine: Engine, campaign_id: int, *, now: datetime) -> None:
+    """A pass stopped because its campaign window closed: wait until the window opens again."""
+    campaign = load_campaign(engine, campaign_id)
+    window = SendWindow.of(campaign.window_start, campaign.window_end)
+    if campaign.state != CampaignState.WAITING or window is None or campaign.recipient_local_time:
+        return
+    tz = zone(campaign.timezone or "UTC")
+    opening = window.next_open(now, tz)
+    if opening > now and (campaign.resume_after is None or campaign.resume_after < opening):
+        _set_state(engine, campaign_id, now=now, resume_after=opening)
+
+
+def _earliest(*instants: datetime | None) -> datetime | None:
+    present = [at for at in instants if at is not None]
+    return min(present) if present else None
+
+
+async def run_due(
+    engine: Engine,
+    *,
+    runner: Runner,
+    stop_event: asyncio.Event,
+    until: datetime | None = None,
+    clock: WallClock = utcnow,
+) -> DueSummary:
+    """Give every due campaign passes, oldest first, until none is due, `until`, or `stop_event`.
+
+    The caller holds the send lock (`scheduler.locks.exclusive_lock`). A campaign whose pass raises
+    is logged, counted as an error and left alone for the rest of this run; the others go on.
+    """
+    summary = DueSummary()
+    passes: Counter[int] = Counter()
+    while True:
+        now = clock()
+        if stop_event.is_set():
+            summary.stopped_by = "signal"
+            break
+        if until is not None and now >= until:
+            summary.stopped_by = "deadline"
+            break
+        candidate = _next_candidate(engine, now=now, passes=passes)
+        if candidate is None:
+            break
+        passes[candidate.id] += 1
+        summary.passes.append(
+            await _one_pass(engine, candidate, runner=runner, stop_event=stop_event, until=until, clock=clock)
+        )
+        if summary.passes[-1].error is not None:
+            passes[candidate.id] = MAX_PASSES_PER_RUN
+    with engine.connect() as conn:
+        summary.remaining = count_unfinished(conn, now=clock())
+    return summary
+
+
+def _next_candidate(engine: Engine, *, now: datetime, passes: Counter[int]) -> DueCampaign | None:
+    with engine.connect() as conn:
+        due = find_due(conn, now=now)
+    for campaign in due:
+        if passes[campaign.id] < MAX_PASSES_PER_RUN:
+            return campaign
+    return None
+
+
+async def _one_pass(
+    engine: Engine,
+    campaign: DueCampaign,
+    *,
+    runner: Runner,
+    stop_event: asyncio.Event,
+    until: datetime | None,
+    clock: WallClock,
+) -> PassResult:
+    try:
+        plan = prepare_pass(engine, campaign.id, now=clock(), until=until)
+        if not plan.run:
+            return PassResult(campaign.id, campaign.name, plan.outcome)
+        log.info("campaign pass starts", extra={"campaign": campaign.name, "pass_deadline": plan.deadline})
+        outcome = await runner(campaign.id, stop_event=stop_event, deadline=plan.deadline)
+        after_pass(engine, campaign.id, now=clock())
+    except Exception as exc:
+        log.exception("campaign pass failed", extra={"campaign": campaign.name})
+        return PassResult(campaign.id, campaign.name, "error", error=f"{type(exc).__name__}: {exc}")
+    log.info("campaign pass ended", extra={"campaign": campaign.name, "outcome": outcome})
+    return PassResult(campaign.id, campaign.name, outcome)
