@@ -26,8 +26,9 @@ from sandbox.faults import FaultPlan, Flake
 from sandbox.inbound import inbound_change
 from sandbox.outcomes import async_failure
 from sandbox.rules import OutgoingMessage, check_parameters, lookup_template, parse_message
+from sandbox.samples import sample_templates
 from sandbox.state import SandboxState, SandboxStats
-from sandbox.templates import TemplateBook, TemplateSpec, sample_templates
+from sandbox.templates import TemplateBook, TemplateSpec
 from sandbox.webhooks import AcceptedMessage, WebhookEmitter, plan_statuses
 
 JSON = "application/json"

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, replace
-from importlib import resources
 from typing import Any
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
-
-
-def sample_templates() -> tuple[dict[str, Any], ...]:
-    """The shipped sample templates (Graph API listing items), documented in docs/sandbox.md."""
-    text = resources.files("sandbox").joinpath("data/templates.json").read_text(encoding="utf-8")
-    return tuple(json.loads(text)["data"])
 
 
 def _placeholders(text: str) -> tuple[str, ...]:
