@@ -2,8 +2,9 @@
 
 A campaign is due when
 
-- it is ``planned`` with a ``scheduled_at`` that has passed (a planned campaign without a schedule is
-  run by a person with ``campaigns run``, never by ``run-due``);
+- it is ``draft`` or ``planned`` with a ``scheduled_at`` that has passed (a draft is planned first, so
+  the list is read when the campaign is due; a campaign without a schedule is run by a person with
+  ``campaigns run``, never by ``run-due``);
 - it is ``waiting`` (tier budget, send window, a run cut short) and its ``resume_after`` has passed
   or is unset;
 - it is ``running`` but nobody runs it: no row of it is in flight under a live lease (a run that was
@@ -53,18 +54,34 @@ MAX_PASSES_PER_RUN = 50
 WallClock = Callable[[], datetime]
 
 
+@dataclass(frozen=True)
+class PassOutcome:
+    """What the dispatcher said about one pass: a short outcome word and what it sent."""
+
+    outcome: str
+    accepted: int = 0
+    failed: int = 0
+    unknown: int = 0
+    message: str = ""
+    error: bool = False
+
+
 class Runner(Protocol):
     """One dispatcher pass over a campaign: send until done, stopped, or `deadline` (then resumable).
 
-    Returns a short outcome word (``completed``, ``waiting``, ``paused``, ``stopped`` …); raises on
-    an error that should count as this campaign failing in this run.
+    Raises (or returns ``error=True``) only when this campaign failed in this run; the run goes on
+    with the others.
     """
 
     async def __call__(
         self, campaign_id: int, *, stop_event: asyncio.Event, deadline: datetime | None
-    ) -> str:
+    ) -> PassOutcome:
         """Run one pass."""
         ...
+
+
+#: Writes a draft campaign's ledger (`campaigns.planning.plan_campaign`) when it comes due.
+Planner = Callable[[int], object]
 
 
 @dataclass(frozen=True)
@@ -85,6 +102,9 @@ class PassResult:
     name: str
     outcome: str
     error: str | None = None
+    accepted: int = 0
+    failed: int = 0
+    unknown: int = 0
 
 
 @dataclass
@@ -98,6 +118,31 @@ class DueSummary:
     @property
     def errors(self) -> int:
         return sum(1 for p in self.passes if p.error is not None)
+
+    def totals(self) -> dict[str, int]:
+        """Accepted, failed and unknown over every pass, and the number of campaigns touched."""
+        return {
+            "campaigns": len({p.campaign_id for p in self.passes}),
+            "passes": len(self.passes),
+            "accepted": sum(p.accepted for p in self.passes),
+            "failed": sum(p.failed for p in self.passes),
+            "unknown": sum(p.unknown for p in self.passes),
+            "errors": self.errors,
+        }
+
+    def as_dict(self) -> dict[str, object]:
+        """The summary as JSON-ready data (the one line logged at the end of each run)."""
+        return {
+            "outcome": self.outcome,
+            "exit_code": self.exit_code(),
+            "stopped_by": self.stopped_by,
+            "remaining_campaigns": self.remaining,
+            **self.totals(),
+            "runs": [
+                {"campaign": p.name, "outcome": p.outcome, "accepted": p.accepted, "error": p.error}
+                for p in self.passes
+            ],
+        }
 
     @property
     def outcome(self) -> str:
@@ -118,9 +163,14 @@ def _live_lease(now: datetime) -> sa.ColumnElement[bool]:
     return in_flight.exists()
 
 
+def _scheduled_and_due(now: datetime) -> sa.ColumnElement[bool]:
+    not_started = c.state.in_([CampaignState.DRAFT, CampaignState.PLANNED])
+    return sa.and_(not_started, c.scheduled_at.is_not(None), c.scheduled_at <= now)
+
+
 def _due_filter(now: datetime) -> sa.ColumnElement[bool]:
     return sa.or_(
-        sa.and_(c.state == CampaignState.PLANNED, c.scheduled_at.is_not(None), c.scheduled_at <= now),
+        _scheduled_and_due(now),
         sa.and_(c.state == CampaignState.WAITING, sa.or_(c.resume_after.is_(None), c.resume_after <= now)),
         sa.and_(c.state == CampaignState.RUNNING, ~_live_lease(now)),
     )
@@ -139,7 +189,7 @@ def count_unfinished(conn: Connection, *, now: datetime) -> int:
     query = sa.select(sa.func.count()).where(
         sa.or_(
             c.state.in_([CampaignState.WAITING, CampaignState.RUNNING]),
-            sa.and_(c.state == CampaignState.PLANNED, c.scheduled_at.is_not(None), c.scheduled_at <= now),
+            _scheduled_and_due(now),
         )
     )
     return int(conn.scalar(query) or 0)
@@ -181,8 +231,18 @@ class PassPlan:
     outcome: str = ""
 
 
-def prepare_pass(engine: Engine, campaign_id: int, *, now: datetime, until: datetime | None) -> PassPlan:
-    """Apply deadline, campaign window and recipient windows; say whether and until when to send."""
+def prepare_pass(
+    engine: Engine,
+    campaign_id: int,
+    *,
+    now: datetime,
+    until: datetime | None,
+    planner: Planner | None = None,
+) -> PassPlan:
+    """Apply deadline, campaign window and recipient windows; say whether and until when to send.
+
+    A draft campaign is planned (its ledger written) here, once its gate is open.
+    """
     campaign = load_campaign(engine, campaign_id)
     gate = campaign_gate(campaign, now=now)
     if not gate.open_now and gate.until is None:
@@ -192,6 +252,11 @@ def prepare_pass(engine: Engine, campaign_id: int, *, now: datetime, until: date
         _set_state(engine, campaign_id, now=now, state=CampaignState.WAITING, resume_after=gate.until)
         log.info("send window closed", extra={"campaign": campaign.name, "opens_at": gate.until})
         return PassPlan(run=False, outcome="window closed")
+    if campaign.state == CampaignState.DRAFT:
+        if planner is None:
+            raise RuntimeError(f"campaign {campaign.name!r} is a draft and no planner was given")
+        planner(campaign_id)
+        campaign = load_campaign(engine, campaign_id)
     recheck_at = apply_recipient_windows(engine, campaign, now=now)
     return PassPlan(run=True, deadline=_earliest(until, gate.until, recheck_at, campaign.deadline))
 
@@ -220,6 +285,7 @@ async def run_due(
     stop_event: asyncio.Event,
     until: datetime | None = None,
     clock: WallClock = utcnow,
+    planner: Planner | None = None,
 ) -> DueSummary:
     """Give every due campaign passes, oldest first, until none is due, `until`, or `stop_event`.
 
@@ -240,9 +306,10 @@ async def run_due(
         if candidate is None:
             break
         passes[candidate.id] += 1
-        summary.passes.append(
-            await _one_pass(engine, candidate, runner=runner, stop_event=stop_event, until=until, clock=clock)
+        result = await _one_pass(
+            engine, candidate, runner=runner, stop_event=stop_event, until=until, clock=clock, planner=planner
         )
+        summary.passes.append(result)
         if summary.passes[-1].error is not None:
             passes[candidate.id] = MAX_PASSES_PER_RUN
     with engine.connect() as conn:
@@ -267,16 +334,19 @@ async def _one_pass(
     stop_event: asyncio.Event,
     until: datetime | None,
     clock: WallClock,
+    planner: Planner | None,
 ) -> PassResult:
     try:
-        plan = prepare_pass(engine, campaign.id, now=clock(), until=until)
+        plan = prepare_pass(engine, campaign.id, now=clock(), until=until, planner=planner)
         if not plan.run:
             return PassResult(campaign.id, campaign.name, plan.outcome)
         log.info("campaign pass starts", extra={"campaign": campaign.name, "pass_deadline": plan.deadline})
-        outcome = await runner(campaign.id, stop_event=stop_event, deadline=plan.deadline)
+        done = await runner(campaign.id, stop_event=stop_event, deadline=plan.deadline)
         after_pass(engine, campaign.id, now=clock())
     except Exception as exc:
         log.exception("campaign pass failed", extra={"campaign": campaign.name})
         return PassResult(campaign.id, campaign.name, "error", error=f"{type(exc).__name__}: {exc}")
-    log.info("campaign pass ended", extra={"campaign": campaign.name, "outcome": outcome})
-    return PassResult(campaign.id, campaign.name, outcome)
+    counts = {"accepted": done.accepted, "failed": done.failed, "unknown": done.unknown}
+    log.info("campaign pass ended", extra={"campaign": campaign.name, "outcome": done.outcome, **counts})
+    error = (done.message or done.outcome) if done.error else None
+    return PassResult(campaign.id, campaign.name, done.outcome, error=error, **counts)

@@ -353,3 +353,82 @@ def _hold_until(engine: Engine, groups: dict[datetime, list[int]], *, now: datet
                 )
                 .values(next_attempt_at=opening, updated_at=now)
             )
+
+
+# --- storing a campaign's schedule -----------------------------------------------------------
+
+#: A schedule can be set or changed while the campaign has not finished.
+SCHEDULABLE_STATES = frozenset({"draft", "planned", "waiting", "paused"})
+
+
+@dataclass(frozen=True)
+class ScheduleRequest:
+    """What `campaigns schedule` / `campaigns create` were given (texts, parsed by `resolve_schedule`)."""
+
+    at: str | None = None
+    tz: str | None = None
+    window: str | None = None
+    recipient_local_time: bool = False
+    deadline: str | None = None
+
+    @property
+    def given(self) -> bool:
+        return any((self.at, self.tz, self.window, self.recipient_local_time, self.deadline))
+
+
+@dataclass(frozen=True)
+class ResolvedSchedule:
+    """A schedule ready to store: aware UTC instants, a zone name, a window or None."""
+
+    scheduled_at: datetime | None
+    timezone: str
+    window: SendWindow | None
+    recipient_local_time: bool
+    deadline: datetime | None
+
+    def column_values(self) -> dict[str, object]:
+        """The Campaign columns this schedule sets."""
+        return {
+            "scheduled_at": self.scheduled_at,
+            "timezone": self.timezone,
+            "window_start": None if self.window is None else f"{self.window.start:%H:%M}",
+            "window_end": None if self.window is None else f"{self.window.end:%H:%M}",
+            "recipient_local_time": self.recipient_local_time,
+            "deadline": self.deadline,
+        }
+
+
+def resolve_schedule(request: ScheduleRequest, *, campaign_tz: str = "UTC") -> ResolvedSchedule:
+    """Parse and check a request: times in --tz (default the campaign's zone), deadline after start."""
+    tz_name = request.tz or campaign_tz or "UTC"
+    zone(tz_name)
+    window = SendWindow.parse(request.window) if request.window else None
+    if request.recipient_local_time and window is None:
+        raise ScheduleError(
+            "--recipient-local-time needs a --window (the hours to send in each recipient's zone)"
+        )
+    at = parse_when(request.at, tz_name=tz_name) if request.at else None
+    deadline = parse_when(request.deadline, tz_name=tz_name) if request.deadline else None
+    if at is not None and deadline is not None and deadline <= at:
+        raise ScheduleError(f"--deadline {request.deadline!r} is not after --at {request.at!r}")
+    return ResolvedSchedule(at, tz_name, window, request.recipient_local_time, deadline)
+
+
+def store_schedule(engine: Engine, campaign_id: int, schedule: ResolvedSchedule, *, now: datetime) -> None:
+    """Write a schedule onto a campaign that has not finished (refused for running/completed/cancelled)."""
+    campaign_t = Campaign.__table__  # type: ignore[attr-defined]
+    with write_transaction(engine) as conn:
+        row = conn.execute(
+            sa.select(campaign_t.c.name, campaign_t.c.state).where(campaign_t.c.id == campaign_id)
+        ).one()
+        if row.state not in SCHEDULABLE_STATES:
+            raise ScheduleError(
+                f"campaign {row.name!r} is {row.state}: only a draft, planned, waiting or paused campaign "
+                "can be scheduled"
+            )
+        values = schedule.column_values()
+        if row.state == "waiting" and schedule.scheduled_at is not None:
+            values["resume_after"] = schedule.scheduled_at  # a waiting campaign resumes at the new time
+        conn.execute(
+            sa.update(campaign_t).where(campaign_t.c.id == campaign_id).values(**values, updated_at=now)
+        )

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from campaigns.models import CampaignState, MessageState
-from scheduler.due import CAMPAIGN, find_due, prepare_pass, run_due
+from scheduler.due import CAMPAIGN, PassOutcome, find_due, prepare_pass, run_due
 from scheduler.schedule import EXPIRED, apply_recipient_windows, expire_past_deadline
 from tests.scheduling_seed import MESSAGE, campaign_row, rows_of, seed_campaign
 
@@ -55,10 +55,16 @@ def test_a_running_campaign_is_due_only_when_nobody_holds_a_live_lease_on_it(eng
     assert due_names(engine) == ["crashed"]
 
 
-def test_paused_completed_and_draft_campaigns_are_never_due(engine: Engine) -> None:
-    for state in ("paused", "completed", "cancelled", "draft"):
+def test_paused_completed_and_cancelled_campaigns_are_never_due(engine: Engine) -> None:
+    for state in ("paused", "completed", "cancelled"):
         seed_campaign(engine, name=state, state=state, scheduled_at=NOW - HOUR)
     assert due_names(engine) == []
+
+
+def test_a_scheduled_draft_is_due_so_its_list_is_read_when_its_time_comes(engine: Engine) -> None:
+    seed_campaign(engine, name="scheduled-draft", state="draft", scheduled_at=NOW - HOUR)
+    seed_campaign(engine, name="plain-draft", state="draft")
+    assert due_names(engine) == ["scheduled-draft"]
 
 
 def test_rows_still_planned_at_the_deadline_end_skipped_expired_without_blocking_content(
@@ -157,13 +163,13 @@ class CompletingRunner:
 
     async def __call__(
         self, campaign_id: int, *, stop_event: asyncio.Event, deadline: datetime | None
-    ) -> str:
+    ) -> PassOutcome:
         self.calls.append((campaign_id, deadline))
         if campaign_id in self.fail:
             raise RuntimeError("boom")
         with self.engine.begin() as conn:
             conn.execute(sa.update(CAMPAIGN).where(CAMPAIGN.c.id == campaign_id).values(state="completed"))
-        return "completed"
+        return PassOutcome("completed")
 
 
 async def test_run_due_gives_each_due_campaign_a_pass_and_one_failure_does_not_stop_the_others(

@@ -10,12 +10,14 @@ import pytest
 from campaigns.models import Campaign
 from scheduler.schedule import (
     ScheduleError,
+    ScheduleRequest,
     SendWindow,
     campaign_gate,
     choose_zone,
     parse_when,
     plan_windows,
     recipient_zone_name,
+    resolve_schedule,
 )
 
 ROME = ZoneInfo("Europe/Rome")
@@ -235,3 +237,32 @@ def test_recipient_local_windows_leave_the_campaign_gate_open_until_the_deadline
     )
     assert gate.open_now
     assert gate.until is None
+
+
+# --- resolving a schedule request ----------------------------------------------------------------
+
+
+def test_a_schedule_reads_its_times_in_the_tz_option_and_keeps_the_window_as_written() -> None:
+    resolved = resolve_schedule(
+        ScheduleRequest(at="2026-12-01 09:00", tz="Europe/Rome", window="22:00-06:00", deadline="2026-12-03"),
+    )
+    assert resolved.scheduled_at == utc(2026, 12, 1, 8, 0)
+    assert resolved.deadline == utc(2026, 12, 2, 23, 0)
+    assert resolved.column_values()["window_start"] == "22:00"
+    assert resolved.column_values()["window_end"] == "06:00"
+    assert resolved.timezone == "Europe/Rome"
+
+
+def test_without_tz_a_schedule_uses_the_campaign_zone() -> None:
+    resolved = resolve_schedule(ScheduleRequest(at="2026-12-01 09:00"), campaign_tz="Asia/Tokyo")
+    assert resolved.scheduled_at == utc(2026, 12, 1, 0, 0)
+
+
+def test_a_deadline_before_the_start_is_refused() -> None:
+    with pytest.raises(ScheduleError, match="not after"):
+        resolve_schedule(ScheduleRequest(at="2026-12-01 09:00", deadline="2026-12-01 08:00"))
+
+
+def test_recipient_local_time_without_a_window_is_refused() -> None:
+    with pytest.raises(ScheduleError, match="needs a --window"):
+        resolve_schedule(ScheduleRequest(at="2026-12-01 09:00", recipient_local_time=True))
