@@ -143,16 +143,16 @@ def claim_within_budget(
     """Claim up to `limit` rows without letting the claimed recipients exceed the budget.
 
     Runs inside the caller's write transaction, so the check and the count are one atomic step.
-    While the budget has room for the whole batch it is one plain claim; near the end it claims at
-    most `remaining` rows of any kind plus rows whose recipients cost nothing.
+    While the budget has room for the whole batch it is one plain claim; near the end it first claims
+    rows whose recipients cost nothing, then at most `remaining` others.
     """
     common: dict[str, Any] = {"campaign_id": campaign_id, "owner": owner, "now": now, "lease_s": lease_s}
     remaining = budget.remaining(conn, now)
     if remaining is None or remaining >= limit:
         rows = ledger.claim(conn, limit=limit, **common)
     else:
-        rows = ledger.claim(conn, limit=remaining, **common)
-        rows += ledger.claim(conn, limit=limit - len(rows), only=budget.free_filter(now), **common)
+        rows = ledger.claim(conn, limit=limit, only=budget.free_filter(now), **common)
+        rows += ledger.claim(conn, limit=min(remaining, limit - len(rows)), **common)
     budget.count(conn, rows, now)
     return rows
 

@@ -143,11 +143,15 @@ def claim(
     if limit <= 0:
         return []
     ids = _due_ids(campaign_id=campaign_id, now=now, limit=limit, extra=only)
+    picked: Any = ids.scalar_subquery()
     if conn.dialect.name == "postgresql":
-        ids = ids.with_for_update(skip_locked=True, of=MESSAGE)
+        # Materialized once: an IN (sub-select … SKIP LOCKED) may be re-run by the planner and then
+        # pick (and lock) more than `limit` rows.
+        cte = ids.with_for_update(skip_locked=True, of=MESSAGE).cte("picked").prefix_with("MATERIALIZED")
+        picked = sa.select(cte.c.id)
     statement = (
         sa.update(MESSAGE)
-        .where(m.id.in_(ids.scalar_subquery()))
+        .where(m.id.in_(picked))
         .where(m.state == PLANNED)
         .values(
             state=SENDING,
@@ -259,7 +263,7 @@ _ACCEPT = (
     .values(
         # A status webhook may have moved the row on already: never move it back.
         state=sa.case(
-            (m.state.in_([SENDING, MessageState.UNKNOWN.value]), MessageState.ACCEPTED.value),
+            (sa.or_(m.state == SENDING, m.state == MessageState.UNKNOWN.value), MessageState.ACCEPTED.value),
             else_=m.state,
         ),
         wamid=sa.func.coalesce(m.wamid, sa.bindparam("b_wamid")),
