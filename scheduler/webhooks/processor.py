@@ -1,0 +1,467 @@
+"""Inbox rows applied to the ledger and the control tables, in batches, idempotently.
+
+One batch = one write transaction: claim pending inbox rows, apply their events, mark them processed.
+A crash anywhere before the commit leaves the rows pending and changes nothing; processing a row
+twice changes nothing the second time, because every statement only moves things forward:
+
+- a status moves a ledger row up the funnel (sending/unknown/accepted → sent → delivered → read) and
+  never down; `read` implies `delivered`; timestamps are filled when missing (an event's own time wins
+  over one implied by a later event); `failed` is terminal and only reached from a live row, so a
+  duplicate `failed` finds nothing to change and its side effects (131049 deferral, 131050
+  suppression) run once;
+- inbound messages are keyed by their wamid (insert-or-ignore), service windows only grow;
+- suppressions keep the first time and reason; template and sender updates are plain overwrites of
+  the same values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from campaigns.db import write_transaction
+from campaigns.dbtypes import UTCDateTime, utcnow
+from campaigns.exceptions import MARKETING_LIMIT_CODES, OPTED_OUT_CODES
+from campaigns.models import (
+    Campaign,
+    CampaignState,
+    Contact,
+    InboundMessage,
+    Message,
+    MessageState,
+    Sender,
+    Template,
+    WebhookInbox,
+)
+from campaigns.settings import Settings
+from scheduler.webhooks.events import (
+    AccountEvent,
+    Event,
+    InboundEvent,
+    MalformedWebhook,
+    PreferenceEvent,
+    SenderCapabilityEvent,
+    StatusEvent,
+    TemplateStatusEvent,
+    parse_webhook,
+)
+
+log = logging.getLogger(__name__)
+
+M = Message.__table__  # type: ignore[attr-defined]
+C = Contact.__table__  # type: ignore[attr-defined]
+INBOX = WebhookInbox.__table__  # type: ignore[attr-defined]
+INBOUND = InboundMessage.__table__  # type: ignore[attr-defined]
+TEMPLATE = Template.__table__  # type: ignore[attr-defined]
+CAMPAIGN = Campaign.__table__  # type: ignore[attr-defined]
+SENDER = Sender.__table__  # type: ignore[attr-defined]
+
+S = MessageState
+#: Rows a status webhook may touch: everything the platform has (or may have) accepted.
+_LIVE = (S.SENDING, S.UNKNOWN, S.ACCEPTED, S.SENT, S.DELIVERED, S.READ)
+#: The states each status may move a row from (forward only).
+_FORWARD_FROM: dict[str, tuple[S, ...]] = {
+    S.SENT: (S.SENDING, S.UNKNOWN, S.ACCEPTED),
+    S.DELIVERED: (S.SENDING, S.UNKNOWN, S.ACCEPTED, S.SENT),
+    S.READ: (S.SENDING, S.UNKNOWN, S.ACCEPTED, S.SENT, S.DELIVERED),
+}
+#: The timestamp a status sets, and the earlier ones it implies.
+_OWN_TIME = {S.SENT: "sent_at", S.DELIVERED: "delivered_at", S.READ: "read_at"}
+_IMPLIED_TIMES = {S.SENT: (), S.DELIVERED: ("sent_at",), S.READ: ("sent_at", "delivered_at")}
+_FAILABLE = (S.SENDING, S.UNKNOWN, S.ACCEPTED, S.SENT, S.DELIVERED)
+#: Campaign states that a template or account problem pauses.
+_PAUSABLE = (CampaignState.RUNNING, CampaignState.WAITING, CampaignState.PLANNED)
+_PAUSING_TEMPLATE_EVENTS = frozenset({"PAUSED", "DISABLED"})
+#: Suppression reasons a user_preferences "resume" lifts (the platform-level stop), never a keyword opt-out.
+_PLATFORM_STOP_PREFIXES = ("user_preferences", "131050")
+
+
+@dataclass
+class ProcessResult:
+    """What a call to `process_pending` did."""
+
+    rows: int = 0
+    events: int = 0
+    errors: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: int
+    error: str | None
+    events: list[Event]
+
+
+def _parse_row(row: Any, *, received_at: datetime, tiers: dict[str, int]) -> _Row:
+    if row.error:
+        return _Row(row.id, row.error, [])
+    try:
+        payload = json.loads(row.body)
+        return _Row(row.id, None, parse_webhook(payload, received_at=received_at, tiers=tiers))
+    except json.JSONDecodeError as exc:
+        return _Row(row.id, f"malformed JSON: {exc}"[:500], [])
+    except MalformedWebhook as exc:
+        return _Row(row.id, f"not a webhook: {exc}"[:500], [])
+    except (TypeError, ValueError, AttributeError) as exc:  # a shape the parser did not expect
+        return _Row(row.id, f"unreadable webhook: {type(exc).__name__}: {exc}"[:500], [])
+
+
+def _claim(conn: Connection, limit: int) -> list[Any]:
+    query = (
+        sa.select(INBOX.c.id, INBOX.c.body, INBOX.c.error, INBOX.c.received_at)
+        .where(INBOX.c.processed_at.is_(None))
+        .order_by(INBOX.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return list(conn.execute(query))
+
+
+def process_batch(
+    engine: Engine, settings: Settings, *, clock: Callable[[], datetime] = utcnow
+) -> ProcessResult:
+    """Process up to `settings.webhooks.process_batch` pending inbox rows in one transaction."""
+    result = ProcessResult()
+    tiers = dict(settings.limits.tiers)
+    with write_transaction(engine) as conn:
+        claimed = _claim(conn, settings.webhooks.process_batch)
+        if not claimed:
+            return result
+        now = clock()
+        rows = [_parse_row(row, received_at=row.received_at, tiers=tiers) for row in claimed]
+        events = [event for row in rows for event in row.events]
+        _Applier(conn, settings=settings, now=now).apply(events)
+        conn.execute(
+            sa.update(INBOX)
+            .where(INBOX.c.id == sa.bindparam("b_id"))
+            .values(processed_at=sa.bindparam("b_now", type_=UTCDateTime()), error=sa.bindparam("b_error")),
+            [{"b_id": row.id, "b_now": now, "b_error": row.error} for row in rows],
+        )
+    result.rows, result.events = len(rows), len(events)
+    result.errors = sum(1 for row in rows if row.error)
+    for event in events:
+        kind = type(event).__name__
+        result.by_kind[kind] = result.by_kind.get(kind, 0) + 1
+    return result
+
+
+def pending_count(engine: Engine) -> int:
+    """How many inbox rows wait to be processed."""
+    with engine.connect() as conn:
+        query = sa.select(sa.func.count()).select_from(INBOX).where(INBOX.c.processed_at.is_(None))
+        return int(conn.execute(query).scalar_one())
+
+
+def process_pending(
+    engine: Engine,
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    max_batches: int | None = None,
+) -> ProcessResult:
+    """Process pending inbox rows batch after batch until none is left (or `max_batches`)."""
+    total = ProcessResult()
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        result = process_batch(engine, settings, clock=clock)
+        batches += 1
+        if result.rows == 0:
+            break
+        total.rows += result.rows
+        total.events += result.events
+        total.errors += result.errors
+        for kind, count in result.by_kind.items():
+            total.by_kind[kind] = total.by_kind.get(kind, 0) + count
+    return total
+
+
+async def run_processor(
+    engine: Engine, settings: Settings, *, stop: asyncio.Event, idle_poll_s: float = 0.1
+) -> ProcessResult:
+    """Process the inbox in the background (in a worker thread) until `stop` is set, then drain it."""
+    total = ProcessResult()
+    while not stop.is_set():
+        result = await asyncio.to_thread(process_batch, engine, settings)
+        total.rows += result.rows
+        total.errors += result.errors
+        if result.rows == 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=idle_poll_s)
+    drained = await asyncio.to_thread(process_pending, engine, settings)
+    total.rows += drained.rows
+    total.errors += drained.errors
+    return total
+
+
+class _Applier:
+    """Applies a batch of events inside one transaction."""
+
+    def __init__(self, conn: Connection, *, settings: Settings, now: datetime) -> None:
+        self.conn = conn
+        self.settings = settings
+        self.now = now
+
+    def apply(self, events: Sequence[Event]) -> None:
+        self._statuses([e for e in events if isinstance(e, StatusEvent)])
+        self._inbound([e for e in events if isinstance(e, InboundEvent)])
+        self._preferences(sorted((e for e in events if isinstance(e, PreferenceEvent)), key=lambda e: e.at))
+        for event in events:
+            if isinstance(event, TemplateStatusEvent):
+                self._template(event)
+            elif isinstance(event, SenderCapabilityEvent):
+                self._sender(event)
+            elif isinstance(event, AccountEvent) and event.restricts:
+                self._pause_all(
+                    f"account_update {event.event}" + (f": {event.detail}" if event.detail else "")
+                )
+
+    # ----- statuses -------------------------------------------------------------------------------
+
+    def _statuses(self, events: list[StatusEvent]) -> None:
+        for status in (S.SENT, S.DELIVERED, S.READ):
+            matching = [e for e in events if e.status == status and (e.message_id or e.wamid)]
+            by_id = [self._status_params(e) for e in matching if e.message_id is not None]
+            by_wamid = [self._status_params(e) for e in matching if e.message_id is None]
+            if by_id:
+                self.conn.execute(_progress_statement(status, by_id=True), by_id)
+            if by_wamid:
+                self.conn.execute(_progress_statement(status, by_id=False), by_wamid)
+        for event in events:
+            if event.status == S.FAILED and (event.message_id or event.wamid):
+                self._failed(event)
+
+    def _status_params(self, event: StatusEvent) -> dict[str, Any]:
+        return {
+            "b_id": event.message_id,
+            "b_wamid": event.wamid,
+            "b_at": event.at,
+            "b_now": self.now,
+            "b_category": event.pricing_category,
+            "b_billable": event.billable,
+        }
+
+    def _failed(self, event: StatusEvent) -> None:
+        stmt = (
+            sa.update(M)
+            .where(_row_match(by_id=event.message_id is not None), M.c.state.in_(_FAILABLE))
+            .values(
+                state=S.FAILED,
+                dedup_hash=None,
+                error_code=event.error_code,
+                error_title=event.error_title,
+                failed_at=sa.bindparam("b_at", type_=UTCDateTime()),
+                lease_owner=None,
+                lease_expires_at=None,
+                wamid=sa.func.coalesce(M.c.wamid, sa.bindparam("b_wamid", type_=sa.String())),
+                updated_at=sa.bindparam("b_now", type_=UTCDateTime()),
+            )
+            .returning(M.c.contact_id)
+        )
+        params = {"b_id": event.message_id, "b_wamid": event.wamid, "b_at": event.at, "b_now": self.now}
+        contact_ids = [row.contact_id for row in self.conn.execute(stmt, params)]
+        if not contact_ids:
+            return  # a duplicate, or a row that is not ours: no side effects
+        if event.error_code in MARKETING_LIMIT_CODES:
+            until = self.now + timedelta(hours=self.settings.limits.marketing_defer_h)
+            self._defer_marketing(contact_ids, until)
+        elif event.error_code in OPTED_OUT_CODES:
+            reason = f"{event.error_code} {event.error_title or 'user stopped marketing messages'}"
+            self._suppress(C.c.id.in_(contact_ids), at=event.at, reason=reason)
+
+    def _defer_marketing(self, contact_ids: list[int], until: datetime) -> None:
+        current = C.c.marketing_deferred_until
+        self.conn.execute(
+            sa.update(C)
+            .where(C.c.id.in_(contact_ids), sa.or_(current.is_(None), current < until))
+            .values(marketing_deferred_until=until, updated_at=self.now)
+        )
+
+    def _suppress(self, where: sa.ColumnElement[bool], *, at: datetime, reason: str) -> None:
+        self.conn.execute(
+            sa.update(C)
+            .where(where, C.c.suppressed_at.is_(None))
+            .values(suppressed_at=at, suppression_reason=reason[:200], updated_at=self.now)
+        )
+
+    # ----- inbound messages -----------------------------------------------------------------------
+
+    def _inbound(self, events: list[InboundEvent]) -> None:
+        if not events:
+            return
+        unique = list({e.wamid: e for e in events}.values())
+        attributed = self._attribution({e.context_wamid for e in unique if e.context_wamid})
+        rows = [self._inbound_row(e, attributed) for e in unique]
+        _insert_ignore(self.conn, INBOUND, rows, key="wamid")
+        self._open_windows(unique)
+        for row in rows:
+            if row["is_optout"]:
+                reason = f"opt-out: {row['payload'] or row['text']}"
+                self._suppress(C.c.phone == row["phone"], at=row["sent_at"], reason=reason)
+
+    def _attribution(self, wamids: set[str]) -> dict[str, tuple[int, int]]:
+        if not wamids:
+            return {}
+        query = sa.select(M.c.wamid, M.c.id, M.c.campaign_id).where(M.c.wamid.in_(sorted(wamids)))
+        return {row.wamid: (row.id, row.campaign_id) for row in self.conn.execute(query)}
+
+    def _inbound_row(self, event: InboundEvent, attributed: dict[str, tuple[int, int]]) -> dict[str, Any]:
+        message_id, campaign_id = attributed.get(event.context_wamid or "", (None, None))
+        return {
+            "wamid": event.wamid,
+            "phone": event.phone,
+            "type": event.type[:32],
+            "text": event.text,
+            "payload": event.payload[:1000] if event.payload else None,
+            "context_wamid": event.context_wamid,
+            "message_id": message_id,
+            "campaign_id": campaign_id,
+            "is_optout": self._is_optout(event),
+            "sent_at": event.at,
+            "received_at": self.now,
+        }
+
+    def _is_optout(self, event: InboundEvent) -> bool:
+        keywords = {k.strip().casefold() for k in self.settings.webhooks.optout_keywords}
+        payloads = {p.strip().casefold() for p in self.settings.webhooks.optout_payloads}
+        if event.payload is not None and event.payload.strip().casefold() in payloads:
+            return True
+        return event.type == "text" and (event.text or "").strip().casefold() in keywords
+
+    def _open_windows(self, events: Iterable[InboundEvent]) -> None:
+        window = timedelta(hours=self.settings.limits.customer_service_window_h)
+        latest: dict[str, datetime] = {}
+        for event in events:
+            latest[event.phone] = max(latest.get(event.phone, event.at), event.at)
+        current = C.c.service_window_until
+        until = sa.bindparam("b_until", type_=UTCDateTime())
+        self.conn.execute(
+            sa.update(C)
+            .where(C.c.phone == sa.bindparam("b_phone"), sa.or_(current.is_(None), current < until))
+            .values(service_window_until=until),
+            [{"b_phone": phone, "b_until": at + window} for phone, at in latest.items()],
+        )
+
+    # ----- user preferences, templates, senders, account ------------------------------------------
+
+    def _preferences(self, events: list[PreferenceEvent]) -> None:
+        for event in events:
+            if event.category and event.category != "marketing_messages":
+                continue
+            if event.value == "stop":
+                self._suppress(C.c.phone == event.phone, at=event.at, reason="user_preferences: stop")
+            elif event.value == "resume":
+                platform_stop = sa.or_(
+                    *(C.c.suppression_reason.startswith(p) for p in _PLATFORM_STOP_PREFIXES)
+                )
+                self.conn.execute(
+                    sa.update(C)
+                    .where(C.c.phone == event.phone, platform_stop, C.c.suppressed_at <= event.at)
+                    .values(suppressed_at=None, suppression_reason=None, updated_at=self.now)
+                )
+
+    def _template(self, event: TemplateStatusEvent) -> None:
+        match = self._template_match(event)
+        if match is None:
+            return
+        found = self.conn.execute(sa.select(TEMPLATE.c.name, TEMPLATE.c.language).where(match))
+        pairs = {(row.name, row.language) for row in found}
+        self.conn.execute(
+            sa.update(TEMPLATE).where(match).values(status=event.event, status_reason=event.reason)
+        )
+        if event.event not in _PAUSING_TEMPLATE_EVENTS:
+            return
+        if event.name and event.language:
+            pairs.add((event.name, event.language))
+        for name, language in sorted(pairs):
+            reason = f"template {name} ({language}) is {event.event}" + (
+                f": {event.reason}" if event.reason and event.reason != "NONE" else ""
+            )
+            self._pause(
+                sa.and_(CAMPAIGN.c.template_name == name, CAMPAIGN.c.language == language), reason=reason
+            )
+
+    @staticmethod
+    def _template_match(event: TemplateStatusEvent) -> sa.ColumnElement[bool] | None:
+        clauses: list[sa.ColumnElement[bool]] = []
+        if event.platform_id:
+            clauses.append(TEMPLATE.c.platform_id == event.platform_id)
+        if event.name and event.language:
+            clauses.append(sa.and_(TEMPLATE.c.name == event.name, TEMPLATE.c.language == event.language))
+        return sa.or_(*clauses) if clauses else None
+
+    def _pause(self, where: sa.ColumnElement[bool], *, reason: str) -> None:
+        self.conn.execute(
+            sa.update(CAMPAIGN)
+            .where(where, CAMPAIGN.c.state.in_(_PAUSABLE))
+            .values(state=CampaignState.PAUSED, pause_reason=reason[:500], updated_at=self.now)
+        )
+
+    def _pause_all(self, reason: str) -> None:
+        self._pause(sa.true(), reason=reason)
+
+    def _sender(self, event: SenderCapabilityEvent) -> None:
+        values: dict[str, Any] = {"updated_at": self.now}
+        if event.messaging_tier:
+            values["messaging_tier"] = event.messaging_tier[:32]
+        if event.throughput_level:
+            values["throughput_level"] = event.throughput_level[:32]
+        if len(values) == 1:
+            return
+        stmt = sa.update(SENDER).values(**values)
+        if event.phone_number_id:
+            stmt = stmt.where(SENDER.c.phone_number_id == event.phone_number_id)
+        self.conn.execute(stmt)
+
+
+def _state_in(states: Iterable[S]) -> sa.ColumnElement[bool]:
+    """`state IN ('a', 'b')` with inline constants (expanding parameters cannot be used in executemany)."""
+    clause: sa.ColumnElement[bool] = M.c.state.in_([sa.literal_column(f"'{s.value}'") for s in states])
+    return clause
+
+
+def _row_match(*, by_id: bool) -> sa.ColumnElement[bool]:
+    """The ledger row of a status: by "wacamp:<id>" (and a wamid that agrees), else by wamid."""
+    wamid = sa.bindparam("b_wamid", type_=sa.String())
+    if by_id:
+        return sa.and_(M.c.id == sa.bindparam("b_id"), sa.or_(M.c.wamid.is_(None), M.c.wamid == wamid))
+    match: sa.ColumnElement[bool] = M.c.wamid == wamid
+    return match
+
+
+def _progress_statement(status: S, *, by_id: bool) -> sa.Update:
+    """UPDATE for a sent/delivered/read status: forward-only state, timestamps filled, pricing kept."""
+    at = sa.bindparam("b_at", type_=UTCDateTime())
+    own = M.c[_OWN_TIME[status]]
+    values: dict[str, Any] = {
+        "state": sa.case((_state_in(_FORWARD_FROM[status]), status.value), else_=M.c.state),
+        _OWN_TIME[status]: sa.case((sa.or_(own.is_(None), own > at), at), else_=own),
+        "wamid": sa.func.coalesce(M.c.wamid, sa.bindparam("b_wamid", type_=sa.String())),
+        "pricing_category": sa.func.coalesce(
+            sa.bindparam("b_category", type_=sa.String()), M.c.pricing_category
+        ),
+        "billable": sa.func.coalesce(sa.bindparam("b_billable", type_=sa.Boolean()), M.c.billable),
+        "updated_at": sa.bindparam("b_now", type_=UTCDateTime()),
+    }
+    for column in _IMPLIED_TIMES[status]:
+        values[column] = sa.func.coalesce(M.c[column], at)
+    return sa.update(M).where(_row_match(by_id=by_id), _state_in(_LIVE)).values(values)
+
+
+def _insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], *, key: str) -> None:
+    """INSERT … ON CONFLICT (key) DO NOTHING on SQLite and PostgreSQL."""
+    if not rows:
+        return
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    conn.execute(dialect_insert(table).on_conflict_do_nothing(index_elements=[key]), rows)
