@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import BasicAuth, web
+from aiohttp import web
 
 from sandbox.config import SandboxConfig
 from sandbox.errors import ONPREM_META, Problem, cloud_error_body, onprem_error_body
@@ -44,6 +44,17 @@ class Accepted:
     wamid: str
     message: OutgoingMessage
     reset: bool
+
+
+def _basic_credentials(header: str) -> bytes:
+    """The `user:password` bytes of a basic Authorization header (empty when it is not one)."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return b""
+    try:
+        return base64.b64decode(encoded.strip(), validate=True)
+    except ValueError:
+        return b""
 
 
 def _encode_cursor(index: int) -> str:
@@ -273,16 +284,8 @@ class Sandbox:
 
     async def handle_onprem_login(self, request: web.Request) -> web.Response:
         """`POST /v1/users/login` with basic auth: a bearer token and when it expires."""
-        try:
-            auth = BasicAuth.decode(request.headers.get("Authorization", ""))
-        except ValueError:
-            auth = None
-        valid = (
-            auth is not None
-            and secrets.compare_digest(auth.login, self.config.onprem_username)
-            and secrets.compare_digest(auth.password, self.config.onprem_password)
-        )
-        if not valid:
+        expected = f"{self.config.onprem_username}:{self.config.onprem_password}".encode()
+        if not secrets.compare_digest(_basic_credentials(request.headers.get("Authorization", "")), expected):
             return self._onprem_error(Problem(1005, "Invalid credentials.", http_status=401))
         token = secrets.token_urlsafe(32)
         expires = self.wall() + self.config.onprem_token_ttl_s
