@@ -432,3 +432,32 @@ def store_schedule(engine: Engine, campaign_id: int, schedule: ResolvedSchedule,
         conn.execute(
             sa.update(campaign_t).where(campaign_t.c.id == campaign_id).values(**values, updated_at=now)
         )
+
+
+# --- how long a run may last -----------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([hms])")
+
+
+def parse_duration_s(text: str) -> float:
+    """``6h``, ``90m``, ``1h30m``, ``45s`` or a plain number of seconds, as seconds (> 0)."""
+    raw = text.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", raw):
+        seconds = float(raw)
+    elif raw and _DURATION_PART.sub("", raw) == "":
+        unit_s = {"h": 3600.0, "m": 60.0, "s": 1.0}
+        seconds = sum(float(n) * unit_s[u] for n, u in _DURATION_PART.findall(raw))
+    else:
+        raise ScheduleError(f"duration {text!r}: use e.g. 6h, 90m, 1h30m, 45s")
+    if seconds <= 0:
+        raise ScheduleError(f"duration {text!r} must be more than zero")
+    return seconds
+
+
+def parse_until(text: str, *, tz_name: str, now: datetime) -> datetime:
+    """``--until``: ``HH:MM`` is the next time the clock in `tz_name` reads it; else a full ``WHEN``."""
+    match = _HHMM.match(text.strip())
+    if match is None:
+        return parse_when(text, tz_name=tz_name)
+    wall = time(int(match.group(1)), int(match.group(2)))
+    return _next_instant_at(wall, now=now, tz=zone(tz_name), accept=lambda _at: True)

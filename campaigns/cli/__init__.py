@@ -13,7 +13,9 @@ from campaigns.cli import (
     config_cmd,
     contacts_cmd,
     db_cmd,
+    ops_cmd,
     sandbox_cmd,
+    schedule_cmd,
     templates_cmd,
     webhooks_cmd,
 )
@@ -58,6 +60,9 @@ def cli(ctx: click.Context, config_file: str | None, database_url: str | None, d
 for _module in (config_cmd, db_cmd, contacts_cmd, templates_cmd, campaigns_cmd, sandbox_cmd, webhooks_cmd):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
+for _command in ops_cmd.COMMANDS:
+    cli.add_command(_command)
+campaigns_cmd.campaigns_group.add_command(schedule_cmd.schedule_command)
 
 
 def main() -> None:

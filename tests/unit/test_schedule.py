@@ -14,6 +14,8 @@ from scheduler.schedule import (
     SendWindow,
     campaign_gate,
     choose_zone,
+    parse_duration_s,
+    parse_until,
     parse_when,
     plan_windows,
     recipient_zone_name,
@@ -266,3 +268,28 @@ def test_a_deadline_before_the_start_is_refused() -> None:
 def test_recipient_local_time_without_a_window_is_refused() -> None:
     with pytest.raises(ScheduleError, match="needs a --window"):
         resolve_schedule(ScheduleRequest(at="2026-12-01 09:00", recipient_local_time=True))
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("6h", 21600), ("90m", 5400), ("1h30m", 5400), ("45s", 45), ("120", 120)]
+)
+def test_durations_read_hours_minutes_and_seconds(text: str, seconds: float) -> None:
+    assert parse_duration_s(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "6 hours", "0", "h"])
+def test_an_unreadable_or_empty_duration_is_refused(text: str) -> None:
+    with pytest.raises(ScheduleError):
+        parse_duration_s(text)
+
+
+def test_until_a_time_of_day_is_its_next_occurrence_in_the_zone() -> None:
+    now = utc(2026, 3, 28, 22, 0)  # 23:00 CET, the spring-forward night follows
+    assert parse_until("06:00", tz_name="Europe/Rome", now=now) == utc(2026, 3, 29, 4, 0)  # 06:00 CEST
+    assert parse_until("23:30", tz_name="Europe/Rome", now=now) == utc(2026, 3, 28, 22, 30)
+
+
+def test_until_also_takes_a_full_time() -> None:
+    assert parse_until("2026-12-01T06:00Z", tz_name="Europe/Rome", now=utc(2026, 1, 1)) == utc(
+        2026, 12, 1, 6, 0
+    )
