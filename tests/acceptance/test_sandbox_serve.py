@@ -1,0 +1,83 @@
+"""`wacamp sandbox serve` as a separate process: it announces its URL, serves, and stops on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import wacamp_executable
+from tests.sandbox_support import spring_sale
+
+LISTENING = re.compile(r"sandbox listening on (http://\S+)")
+
+
+@pytest.fixture
+def start_sandbox(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen[str], str]]]:
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> tuple[subprocess.Popen[str], str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WACAMP_")}
+        process = subprocess.Popen(
+            [wacamp_executable(), "sandbox", "serve", "--port", "0", *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started.append(process)
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = LISTENING.search(line)
+        assert match, f"no listening line, got {line!r}"
+        return process, match.group(1)
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+
+
+async def test_serve_prints_its_url_accepts_sends_and_stops_cleanly_on_sigterm(start_sandbox) -> None:  # type: ignore[no-untyped-def]
+    process, base_url = start_sandbox("--mps", "0", "--access-token", "t0k3n")
+    async with aiohttp.ClientSession() as session:
+        url = f"{base_url}/v23.0/100000000000001/messages"
+        async with session.post(
+            url, json=spring_sale("+393471234567"), headers={"Authorization": "Bearer t0k3n"}
+        ) as r:
+            accepted = (r.status, await r.json())
+        async with session.get(f"{base_url}/_sandbox/stats") as r:
+            stats = await r.json()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=20)
+    assert accepted[0] == 200
+    assert stats["accepted"] == 1
+    assert process.returncode == 0
+    assert "sandbox stopped" in stderr
+
+
+async def test_serve_answers_throttling_with_the_chosen_http_status(start_sandbox) -> None:  # type: ignore[no-untyped-def]
+    _, base_url = start_sandbox("--mps", "1", "--pair-spacing-s", "0", "--throttle-status", "429")
+    async with aiohttp.ClientSession() as session:
+        url = f"{base_url}/v23.0/100000000000001/messages"
+        headers = {"Authorization": "Bearer sandbox-token"}
+        statuses = []
+        for to in ("+393471234567", "+393471234568"):
+            async with session.post(url, json=spring_sale(to), headers=headers) as r:
+                statuses.append((r.status, (await r.json()).get("error", {}).get("code")))
+    assert statuses[0] == (200, None)
+    assert statuses[1] == (429, 130429)
+
+
+def test_serve_refuses_an_unknown_fault_as_a_usage_error(run_wacamp) -> None:  # type: ignore[no-untyped-def]
+    result = run_wacamp("sandbox", "serve", "--faults", "flaky,gremlins")
+    assert result.returncode == 2
+    assert "gremlins" in result.stderr
