@@ -286,6 +286,8 @@ def parse_template(data: Any) -> TemplateRecord:
     """Check one template object of the Graph API's listing; `TemplateFormatError` names the field."""
     if not isinstance(data, Mapping):
         raise TemplateFormatError("is not a JSON object")
+    name, language = _required_str(data, "name"), _required_str(data, "language")
+    status = _required_str(data, "status").upper()
     components = data.get("components", [])
     if not isinstance(components, list):
         raise TemplateFormatError("field 'components' is not a list")
@@ -293,18 +295,17 @@ def parse_template(data: Any) -> TemplateRecord:
         _check_component(index, component)
     if sum(1 for c in components if str(c.get("type", "")).upper() == "BODY") != 1:
         raise TemplateFormatError("field 'components' must hold exactly one BODY")
+    reason = data.get("rejected_reason")
     return TemplateRecord(
-        name=_required_str(data, "name"),
-        language=_required_str(data, "language"),
-        status=_required_str(data, "status").upper(),
+        name=name,
+        language=language,
+        status=status,
         category=str(data.get("category") or "MARKETING").upper(),
         parameter_format=_parameter_format(data, components),
         components=[dict(c) for c in components],
         platform_id=str(data["id"]) if data.get("id") is not None else None,
         namespace=data.get("namespace") or None,
-        status_reason=(
-            str(data["rejected_reason"]) if data.get("rejected_reason") not in (None, "NONE") else None
-        ),
+        status_reason=str(reason) if reason not in (None, "NONE") else None,
     )
 
 
