@@ -25,7 +25,6 @@ import asyncio
 import enum
 import logging
 import math
-import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
@@ -54,12 +53,13 @@ from campaigns.exceptions import (
 )
 from campaigns.models import CampaignRun, CampaignState
 from campaigns.settings import SenderSettings, Settings
-from scheduler import control, ledger
+from scheduler import backoff, control, ledger
 from scheduler.budget import TierBudget, TierChoice, claim_within_budget, resolve_tier
 from scheduler.ledger import ClaimedRow, Outcome, OutcomeKind
 from scheduler.pairs import PairSpacer
 from scheduler.providers.base import Provider
 from scheduler.ratelimit import RateLimiter
+from scheduler.throttle import ThrottleController
 from scheduler.writer import ContactAction, ResultWriter, ThrottleNote
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ CAMPAIGN_RUN: sa.Table = CampaignRun.__table__  # type: ignore[attr-defined]
 WAIT_IN_RUN_MAX_S = 120.0
 #: A claim holds at most this many seconds of sending at the current rate ("what it can send soon").
 CLAIM_AHEAD_S = 2.0
-#: Throttled rows without a Retry-After go back to the queue for this long.
+#: Throttled rows without a Retry-After go back to the queue for this long (the sender slows down anyway).
 THROTTLE_REQUEUE_S = 1.0
 
 T = TypeVar("T")
@@ -208,63 +208,43 @@ class RunReport:
 
 
 class SenderPace:
-    """The sender's limiter and how it reacts to the platform (throttling, maintenance).
+    """One sender's limiter and its adaptive throttle: what every send start waits on.
 
-    On a throttle the rate is cut by `decrease` (never below 1/s) and every start waits for the
-    Retry-After; it then climbs back linearly to the target over `recovery_s` of calm.
+    Shared by every campaign a process sends for that sender (`scheduler.dispatch_runner`).
     """
 
-    def __init__(self, *, limiter: RateLimiter, decrease: float, recovery_s: float) -> None:
-        self.limiter = limiter
-        self.target_rate_per_s = limiter.rate_per_s
-        self.decrease = decrease
-        self.recovery_s = recovery_s
-        self._last_throttle_s = -math.inf
-        self._low_rate_per_s = self.target_rate_per_s
+    def __init__(self, controller: ThrottleController) -> None:
+        self.controller = controller
 
     @property
     def rate_per_s(self) -> float:
-        return self.limiter.rate_per_s
+        """The rate in force now (below the target after throttling)."""
+        return self.controller.limiter.rate_per_s
 
-    async def acquire(self) -> None:
-        self._recover(time.monotonic())
-        await self.limiter.acquire()
+    @property
+    def target_rate_per_s(self) -> float:
+        return self.controller.target_rate_per_s
 
-    def throttled(self, retry_after_s: float | None) -> None:
-        now = time.monotonic()
-        rate = max(1.0, self.limiter.rate_per_s * self.decrease)
-        self.limiter.set_rate(rate)
-        self._low_rate_per_s = rate
-        self._last_throttle_s = now
-        if retry_after_s:
-            self.limiter.pause_until(now + retry_after_s)
+    async def acquire(self) -> float:
+        """Wait for a permit; returns its time on the limiter's clock."""
+        return await self.controller.acquire()
+
+    def throttled(self, *, started_at_s: float, retry_after_s: float | None) -> None:
+        """The platform throttled a request that started at `started_at_s`: slow the sender down."""
+        self.controller.on_throttled(started_at_s=started_at_s, retry_after_s=retry_after_s)
 
     def pause(self, seconds: float) -> None:
-        self.limiter.pause_until(time.monotonic() + seconds)
-
-    def _recover(self, now: float) -> None:
-        if self.limiter.rate_per_s >= self.target_rate_per_s:
-            return
-        calm = (now - self._last_throttle_s) / self.recovery_s
-        rate = self._low_rate_per_s + (self.target_rate_per_s - self._low_rate_per_s) * min(1.0, calm)
-        if rate > self.limiter.rate_per_s * 1.01 or calm >= 1:
-            self.limiter.set_rate(min(self.target_rate_per_s, rate))
-
-
-def backoff_s(attempt: int, *, base_s: float, max_s: float) -> float:
-    """Jittered exponential backoff for transient errors: up to base·2^(attempt-1), full jitter ≥ half."""
-    ceiling = min(max_s, base_s * 2 ** max(0, attempt - 1))
-    return random.uniform(ceiling / 2, ceiling)
+        """Let no request of this sender start for `seconds` (maintenance)."""
+        limiter = self.controller.limiter
+        limiter.pause_until(limiter.next_start_s() + seconds)
 
 
 def make_pace(settings: Settings, sender: SenderSettings) -> SenderPace:
     """The pace of one sender from the settings (rate, burst, throttle reaction)."""
-    limiter = RateLimiter(rate_per_s=settings.sender_rate_per_s(sender), burst=settings.throughput.burst)
-    return SenderPace(
-        limiter=limiter,
-        decrease=settings.dispatch.throttle_decrease,
-        recovery_s=settings.dispatch.throttle_recovery_s,
-    )
+    rate_per_s = settings.sender_rate_per_s(sender)
+    limiter = RateLimiter(rate_per_s=rate_per_s, burst=settings.throughput.burst)
+    controller = ThrottleController.from_settings(limiter, settings.dispatch, target_rate_per_s=rate_per_s)
+    return SenderPace(controller)
 
 
 class Dispatcher:
@@ -305,6 +285,7 @@ class Dispatcher:
         self.tier: TierChoice | None = None
         self._ready: deque[ClaimedRow] = deque()
         self._in_flight: dict[asyncio.Task[None], ClaimedRow] = {}
+        self._started_at_s: dict[int, float] = {}
         self._slots = asyncio.Semaphore(self.dispatch.max_in_flight)
         self._halted = asyncio.Event()
         self._reason: StopReason | None = None
@@ -338,14 +319,14 @@ class Dispatcher:
         return await asyncio.to_thread(self._finish)
 
     async def _supervise(self, pump: asyncio.Task[None], helpers: list[asyncio.Task[None]]) -> None:
-        watched: set[asyncio.Task[None]] = {pump, *helpers}
-        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not pump and not task.cancelled() and task.exception() is not None:
-                self._halt(StopReason.ERROR, f"task {task.get_name()} died: {task.exception()!r}")
-        if pump not in done:
-            self._halt(StopReason.ERROR, "a helper task ended early")
-        await asyncio.wait({pump})
+        """Wait for the send loop; a helper that dies halts the run (never half-alive)."""
+        pending: set[asyncio.Task[None]] = {pump, *helpers}
+        while pump in pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {pump}:
+                if not task.cancelled() and (exc := task.exception()) is not None:
+                    log.error("task %s died", task.get_name(), exc_info=exc)
+                    self._halt(StopReason.ERROR, f"task {task.get_name()} died: {exc!r}")
         if not pump.cancelled() and (exc := pump.exception()) is not None:
             log.error("the send loop failed", exc_info=exc)
             self._halt(StopReason.ERROR, f"the send loop failed: {exc!r}")
@@ -458,22 +439,25 @@ class Dispatcher:
             return
         if not self._slots.locked():
             await self._slots.acquire()
-        if not await self._until_halted(self.pace.acquire()):
+        permit = asyncio.ensure_future(self.pace.acquire())
+        if not await self._until_halted(permit):
             self._slots.release()
             self._release(row)
             return
         self.pairs.mark(row.phone, time.monotonic())
         self.stats.count_start(time.time())
+        self._started_at_s[row.id] = permit.result()
         task = asyncio.create_task(self._send(row), name=f"send-{row.id}")
         self._in_flight[task] = row
         task.add_done_callback(self._sent)
 
-    async def _until_halted(self, awaitable: Coroutine[Any, Any, T]) -> bool:
+    async def _until_halted(self, awaitable: Coroutine[Any, Any, T] | asyncio.Future[T]) -> bool:
         """Await `awaitable` unless the run halts first (then it is cancelled): True when it finished."""
-        if self.halted:
-            awaitable.close()
-            return False
         task = asyncio.ensure_future(awaitable)
+        if self.halted:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return False
         halted = asyncio.ensure_future(self._halted.wait())
         try:
             await asyncio.wait({task, halted}, return_when=asyncio.FIRST_COMPLETED)
@@ -485,7 +469,9 @@ class Dispatcher:
         return not task.cancelled() and task.exception() is None
 
     def _sent(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.pop(task, None)
+        row = self._in_flight.pop(task, None)
+        if row is not None:
+            self._started_at_s.pop(row.id, None)
         self._slots.release()
 
     # ---------------------------------------------------------------- idle
@@ -587,7 +573,8 @@ class Dispatcher:
     def _on_throttled(self, row: ClaimedRow, exc: PlatformError) -> None:
         retry_after_s = getattr(exc, "retry_after_s", None)
         self.stats.throttled += 1
-        self.pace.throttled(retry_after_s)
+        started_at_s = self._started_at_s.get(row.id, -math.inf)
+        self.pace.throttled(started_at_s=started_at_s, retry_after_s=retry_after_s)
         self.writer.put(
             ThrottleNote(
                 sender_name=self.sender.name,
@@ -600,17 +587,23 @@ class Dispatcher:
         self._requeue(row, after_s=retry_after_s or THROTTLE_REQUEUE_S, refund=True, exc=exc)
 
     def _on_pair_rate(self, row: ClaimedRow, exc: PlatformError) -> None:
-        self._requeue(row, after_s=self.pairs.penalty_s(row.phone), refund=True, exc=exc)
-
-    def _on_maintenance(self, row: ClaimedRow, exc: PlatformError) -> None:
-        self.pace.pause(self.limits.maintenance_retry_s)
-        self._requeue(row, after_s=self.limits.maintenance_retry_s, refund=True, exc=exc)
-
-    def _on_transient(self, row: ClaimedRow, exc: PlatformError) -> None:
-        if row.attempts >= self.limits.max_attempts:
+        wait_s = backoff.pair_rate_delay_s(attempt=self.pairs.strike(row.phone), limits=self.limits)
+        if wait_s is None:
             self._fail(row, exc)
             return
-        wait_s = backoff_s(row.attempts, base_s=self.limits.backoff_base_s, max_s=self.limits.backoff_max_s)
+        self.pairs.hold(row.phone, time.monotonic() + wait_s)
+        self._requeue(row, after_s=wait_s, refund=True, exc=exc)
+
+    def _on_maintenance(self, row: ClaimedRow, exc: PlatformError) -> None:
+        wait_s = backoff.maintenance_delay_s(attempt=max(1, row.attempts), limits=self.limits)
+        self.pace.pause(wait_s)
+        self._requeue(row, after_s=wait_s, refund=True, exc=exc)
+
+    def _on_transient(self, row: ClaimedRow, exc: PlatformError) -> None:
+        wait_s = backoff.transient_delay_s(attempt=row.attempts, limits=self.limits)
+        if wait_s is None:
+            self._fail(row, exc)
+            return
         self._requeue(row, after_s=wait_s, refund=False, exc=exc)
 
     def _on_opted_out(self, row: ClaimedRow, exc: PlatformError) -> None:

@@ -38,11 +38,19 @@ class PairSpacer:
         self._last_s[phone] = now_s
         self._order.append((now_s, phone))
 
+    def strike(self, phone: str) -> int:
+        """Count a 131056 for `phone`; returns how many it got in this run (1, 2, …)."""
+        count = self._penalties.get(phone, 0) + 1
+        self._penalties[phone] = count
+        return count
+
     def penalty_s(self, phone: str) -> float:
         """After a 131056 for `phone`: how long it waits (``base ** X``, X counting from 0)."""
-        attempt = self._penalties.get(phone, 0)
-        self._penalties[phone] = attempt + 1
-        return float(self.retry_base_s**attempt)
+        return float(self.retry_base_s ** (self.strike(phone) - 1))
+
+    def hold(self, phone: str, until_s: float) -> None:
+        """No request to `phone` before `until_s` (its spacing counts from `until_s - spacing`)."""
+        self.mark(phone, until_s - self.spacing_s)
 
     def _forget_before(self, cutoff_s: float) -> None:
         while self._order and self._order[0][0] < cutoff_s:
