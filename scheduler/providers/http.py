@@ -1,0 +1,230 @@
+"""The HTTP layer both providers share: one session, explicit timeouts, and honest failure classes.
+
+The distinction that at-most-once delivery rests on is made here. aiohttp reports (through its
+tracing signals) the moment it hands a request's headers to the connection; before that moment
+nothing can have reached the platform, after it anything may have:
+
+- a failure before the request was written (connection refused, DNS, connect timeout, waiting for
+  a pooled connection) → `TransientError`: safe to retry;
+- a failure after it (read timeout, reset, server closed the socket, truncated answer) →
+  `OutcomeUnknownError`: the message may have been accepted, so it must never be resent blindly.
+
+aiohttp itself retries a request on a stale keep-alive connection only for idempotent methods;
+POST is never retried behind our back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+
+from campaigns.exceptions import (
+    OutcomeUnknownError,
+    PlatformError,
+    SenderFatalError,
+    TransientError,
+    classify_platform_error,
+)
+from scheduler.providers.base import SendResult
+
+#: The round trip a send is assumed to take when sizing the connection pool (rate × latency).
+EXPECTED_LATENCY_S = 0.25
+
+
+def pool_limit(
+    *, rate_per_s: float, max_in_flight: int, expected_latency_s: float = EXPECTED_LATENCY_S
+) -> int:
+    """Connections to sustain `rate_per_s` at `expected_latency_s` (×2 headroom), at most `max_in_flight`."""
+    return max(1, min(max_in_flight, math.ceil(rate_per_s * expected_latency_s * 2)))
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """An HTTP response that was read completely."""
+
+    status: int
+    headers: Mapping[str, str]
+    text: str
+
+    def json(self) -> Any:
+        """The body as JSON, or None when it is not JSON."""
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            return None
+
+
+async def _on_headers_sent(
+    session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestHeadersSentParams
+) -> None:
+    progress = context.trace_request_ctx
+    if isinstance(progress, _Progress):
+        progress.written = True
+
+
+class _Progress:
+    """How far one request got: set by aiohttp's tracing when the headers go to the connection."""
+
+    def __init__(self) -> None:
+        self.written = False
+
+
+class HttpTransport:
+    """One `aiohttp.ClientSession` (created on first use, inside the running loop) for one provider."""
+
+    def __init__(self, *, connect_timeout_s: float, request_timeout_s: float, pool_limit: int) -> None:
+        self.pool_limit = pool_limit
+        self._timeout = aiohttp.ClientTimeout(
+            total=request_timeout_s, connect=connect_timeout_s, sock_connect=connect_timeout_s
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            trace = aiohttp.TraceConfig()
+            trace.on_request_headers_sent.append(_on_headers_sent)
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=self.pool_limit, limit_per_host=self.pool_limit),
+                trace_configs=[trace],
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+    ) -> HttpAnswer:
+        """Send one request and read the whole answer; raise `TransientError` or `OutcomeUnknownError`."""
+        progress = _Progress()
+        try:
+            async with self._get_session().request(
+                method, url, data=body, headers=dict(headers), trace_request_ctx=progress
+            ) as response:
+                raw = await response.read()
+                return HttpAnswer(response.status, response.headers, raw.decode("utf-8", errors="replace"))
+        except aiohttp.InvalidURL as exc:
+            raise SenderFatalError(f"the API URL is not valid: {url}") from exc
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            reason = _describe(exc)
+            if not progress.written:
+                raise TransientError(f"could not reach the API, nothing was sent: {reason}") from exc
+            raise OutcomeUnknownError(f"no answer after the request was sent: {reason}") from exc
+
+    async def close(self) -> None:
+        """Close the session (and its connections)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"timed out ({type(exc).__name__})"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def retry_after_s(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
+    """The `Retry-After` header in seconds (a number or an HTTP date), None when absent or unreadable."""
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+@dataclass(frozen=True)
+class ErrorBody:
+    """The error the platform described in a response body (Cloud or On-Premises shape)."""
+
+    code: int | None
+    title: str
+    details: str
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def parse_error_body(data: Any) -> ErrorBody | None:
+    """Cloud `{"error": {code, message, error_data: {details}}}` or On-Prem `{"errors": [{code, title}]}`."""
+    if not isinstance(data, dict):
+        return None
+    error = data.get("error")
+    if isinstance(error, dict):
+        error_data = error.get("error_data")
+        details = error_data.get("details") if isinstance(error_data, dict) else None
+        title = error.get("message") or error.get("title") or error.get("error_user_title") or ""
+        return ErrorBody(_as_int(error.get("code")), str(title), str(details or error.get("details") or ""))
+    errors = data.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        first = errors[0]
+        title = first.get("title") or first.get("message") or ""
+        return ErrorBody(_as_int(first.get("code")), str(title), str(first.get("details") or ""))
+    return None
+
+
+def error_for(answer: HttpAnswer) -> PlatformError:
+    """The platform error an answer carries: by `error.code`; by HTTP status only without an error body."""
+    wait_s = retry_after_s(answer.headers)
+    body = parse_error_body(answer.json())
+    if body is not None and body.code is not None:
+        return classify_platform_error(
+            code=body.code,
+            title=body.title,
+            http_status=answer.status,
+            details=body.details,
+            retry_after_s=wait_s,
+        )
+    title = body.title if body is not None else (answer.text.strip()[:200] or f"HTTP {answer.status}")
+    if answer.status in (401, 403):
+        return SenderFatalError(code=None, title=title, http_status=answer.status)
+    return classify_platform_error(code=None, title=title, http_status=answer.status, retry_after_s=wait_s)
+
+
+def send_result_from(answer: HttpAnswer) -> SendResult:
+    """`messages[0].id` (and `message_status`) of a send answer, or the error it carries.
+
+    An error answer raises its `PlatformError`; a 2xx answer without a message id raises
+    `OutcomeUnknownError` (the platform may have taken the message without saying so readably).
+    """
+    data = answer.json()
+    if 200 <= answer.status < 300 and parse_error_body(data) is None:
+        messages = data.get("messages") if isinstance(data, dict) else None
+        first = messages[0] if isinstance(messages, list) and messages else None
+        wamid = first.get("id") if isinstance(first, dict) else None
+        if isinstance(wamid, str) and wamid:
+            status = first.get("message_status") if isinstance(first, dict) else None
+            return SendResult(wamid=wamid, message_status=status if isinstance(status, str) else None)
+        raise OutcomeUnknownError(
+            f"HTTP {answer.status} without a message id: {answer.text.strip()[:200]}",
+            http_status=answer.status,
+        )
+    raise error_for(answer)
