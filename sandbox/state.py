@@ -7,7 +7,7 @@ duplicates.
 
 from __future__ import annotations
 
-import hashlib
+import secrets
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -119,8 +119,9 @@ class SandboxState:
         self.webhooks = WebhookCounts()
         self._recent: dict[str, deque[float]] = {}
         self._last_accept: dict[str, float] = {}
-        self._content_seen: set[bytes] = set()
+        self._content_seen: set[int] = set()
         self._sequence = 0
+        self._instance = secrets.token_hex(6).upper()
 
     def window(self, now: float) -> int:
         return int((now - self.started_at) // WINDOW_S)
@@ -152,9 +153,9 @@ class SandboxState:
         return spacing_s > 0 and last is not None and now - last < spacing_s
 
     def next_wamid(self, wa_id: str) -> str:
+        """A new message id, unique across sandbox instances (random prefix) and within one (sequence)."""
         self._sequence += 1
-        digest = hashlib.blake2b(f"{wa_id}:{self._sequence}".encode(), digest_size=9).hexdigest().upper()
-        return f"wamid.HBgL{wa_id}FQIAERgS{digest}{self._sequence:08d}"
+        return f"wamid.HBgL{wa_id}FQIAERgS{self._instance}{self._sequence:010d}"
 
     def record_accept(
         self, *, phone_number_id: str, wa_id: str, content_key: str, template_key: str | None, now: float
@@ -169,7 +170,8 @@ class SandboxState:
         self.accepted_per_recipient[wa_id] += 1
         if template_key is not None:
             self.template_sends[template_key] += 1
-        digest = hashlib.blake2b(content_key.encode(), digest_size=16).digest()
+        # Python's str hash: 64 bits, stable within the process, no collision in practice at these sizes.
+        digest = hash(content_key)
         if digest in self._content_seen:
             self.duplicates += 1
             if len(self.duplicate_examples) < DUPLICATE_EXAMPLES:

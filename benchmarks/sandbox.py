@@ -1,0 +1,201 @@
+"""How many send requests per second the sandbox sustains, against a bare aiohttp server in the same run.
+
+Each server runs in its own process (`wacamp sandbox serve --port 0 ...` for the sandbox, this script's
+`--serve-bare` mode for the baseline); this process is the client: one aiohttp ClientSession, N concurrent
+workers posting a Cloud template body to distinct recipients for a fixed time. Rounds alternate between
+the servers; the table shows medians.
+
+Reproduce:
+    .venv/bin/python benchmarks/sandbox.py                 # 3 rounds x 5 s, 64 concurrent requests
+    .venv/bin/python benchmarks/sandbox.py --rounds 5 --seconds 10 --concurrency 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from rich.console import Console
+from rich.table import Table
+
+LISTENING = re.compile(r"(?:sandbox listening on|bare listening on) (http://\S+)")
+PHONE_ID = "100000000000001"
+COMMAND = "  .venv/bin/python benchmarks/sandbox.py " + " ".join(sys.argv[1:])
+
+
+def body_for(n: int) -> bytes:
+    """A spring_sale send to the n-th distinct recipient."""
+    return json.dumps(
+        {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": f"+39347{n:07d}",
+            "type": "template",
+            "biz_opaque_callback_data": f"wacamp:{n}",
+            "template": {
+                "name": "spring_sale",
+                "language": {"code": "it"},
+                "components": [
+                    {
+                        "type": "body",
+                        "parameters": [{"type": "text", "text": "Marco"}, {"type": "text", "text": "20%"}],
+                    }
+                ],
+            },
+        }
+    ).encode()
+
+
+# -- the baseline server (its own process) ---------------------------------------------------------
+
+
+async def _bare_handler(request: web.Request) -> web.Response:
+    body = json.loads(await request.read())
+    answer = {
+        "messaging_product": "whatsapp",
+        "contacts": [{"input": body.get("to")}],
+        "messages": [{"id": "x"}],
+    }
+    return web.Response(body=json.dumps(answer).encode(), content_type="application/json")
+
+
+async def _serve_bare() -> None:
+    app = web.Application()
+    app.router.add_post("/{version}/{phone}/messages", _bare_handler)
+    app.router.add_post("/webhook", lambda _request: _ok())
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    print(f"bare listening on http://{host}:{port}", flush=True)
+    await asyncio.Event().wait()
+
+
+async def _ok() -> web.Response:
+    return web.Response(text="ok")
+
+
+# -- servers under test ----------------------------------------------------------------------------
+
+
+@contextmanager
+def server(command: list[str]) -> Iterator[str]:
+    """Start a server process, yield its base URL, stop it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WACAMP_")}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        match = LISTENING.search(process.stdout.readline())
+        if not match:
+            raise RuntimeError(f"{command} did not announce its URL")
+        yield match.group(1)
+    finally:
+        process.terminate()
+        process.communicate(timeout=20)
+
+
+def wacamp() -> str:
+    return str(Path(sys.executable).parent / "wacamp")
+
+
+def sandbox_command(*extra: str) -> list[str]:
+    return [wacamp(), "sandbox", "serve", "--port", "0", *extra]
+
+
+# -- the client ------------------------------------------------------------------------------------
+
+
+async def drive(base_url: str, *, seconds: float, concurrency: int, offset: int) -> tuple[float, int]:
+    """Post for `seconds` with `concurrency` workers; (requests/s, non-200 answers)."""
+    url = f"{base_url}/v23.0/{PHONE_ID}/messages"
+    headers = {"Authorization": "Bearer sandbox-token", "Content-Type": "application/json"}
+    counter = iter(range(offset, offset + 10**8))
+    done = 0
+    refused = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal done, refused
+        while time.perf_counter() < deadline:
+            async with session.post(url, data=body_for(next(counter)), headers=headers) as response:
+                await response.read()
+                done += 1
+                refused += response.status != 200
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return done / elapsed, refused
+
+
+def run(args: argparse.Namespace) -> None:
+    console = Console()
+    with server([sys.executable, __file__, "--serve-bare"]) as sink_url:
+        cases = {
+            "bare aiohttp server (baseline)": [sys.executable, __file__, "--serve-bare"],
+            "sandbox, limits off": sandbox_command("--mps", "0", "--pair-spacing-s", "0"),
+            "sandbox, limits on (mps 1000000, pair 6 s)": sandbox_command("--mps", "1000000"),
+            "sandbox, limits off + status webhooks": sandbox_command(
+                "--mps", "0", "--pair-spacing-s", "0", "--webhook-url", f"{sink_url}/webhook"
+            ),
+        }
+        results: dict[str, list[float]] = {name: [] for name in cases}
+        refused: dict[str, int] = dict.fromkeys(cases, 0)
+        for round_index in range(args.rounds):
+            for name, command in cases.items():
+                with server(command) as base_url:
+                    offset = round_index * 10**7
+                    asyncio.run(
+                        drive(base_url, seconds=0.5, concurrency=args.concurrency, offset=offset + 9 * 10**6)
+                    )
+                    rate, bad = asyncio.run(
+                        drive(base_url, seconds=args.seconds, concurrency=args.concurrency, offset=offset)
+                    )
+                results[name].append(rate)
+                refused[name] += bad
+                console.print(f"round {round_index + 1}: {name}: {rate:,.0f} req/s", style="dim")
+    baseline = statistics.median(results["bare aiohttp server (baseline)"])
+    table = Table(
+        title=f"Send requests/s ({args.concurrency} concurrent, {args.rounds} x {args.seconds:g} s, median)"
+    )
+    for column in ("server", "requests/s", "vs baseline", "non-200 answers"):
+        table.add_column(column, justify="left" if column == "server" else "right")
+    for name, rates in results.items():
+        median = statistics.median(rates)
+        table.add_row(name, f"{median:,.0f}", f"{median / baseline:.2f}", str(refused[name]))
+    console.print(table)
+    console.print(f"Reproduce:\n{COMMAND}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_bare:
+        asyncio.run(_serve_bare())
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
