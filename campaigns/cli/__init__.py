@@ -14,6 +14,7 @@ from campaigns.cli import (
     contacts_cmd,
     db_cmd,
     ops_cmd,
+    report_cmd,
     sandbox_cmd,
     schedule_cmd,
     templates_cmd,
@@ -61,6 +62,8 @@ for _module in (config_cmd, db_cmd, contacts_cmd, templates_cmd, campaigns_cmd, 
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 for _command in ops_cmd.COMMANDS:
+    cli.add_command(_command)
+for _command in report_cmd.COMMANDS:
     cli.add_command(_command)
 campaigns_cmd.campaigns_group.add_command(schedule_cmd.schedule_command)
 

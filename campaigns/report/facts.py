@@ -1,0 +1,352 @@
+"""The facts of a campaign report, computed from the ledger with aggregate SQL (no row is loaded).
+
+`campaign_facts` returns a JSON-ready dict whose keys are documented in docs/reports.md and are
+stable: renderers (table, json, html) only read it. Every count comes from GROUP BY queries on the
+campaign's ledger rows (index `ix_message_claim` starts with campaign_id), so a 1M-row campaign is
+summarised in a few table scans of that campaign only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import phonenumbers
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from campaigns.campaign_service import find_campaign, ledger_counts, list_name
+from campaigns.dbtypes import UTCDateTime, utcnow
+from campaigns.models import (
+    Campaign,
+    InboundMessage,
+    ListMember,
+    Message,
+    MessageState,
+    ThrottleEvent,
+)
+from campaigns.pricing import RateCard, load_rate_card
+from campaigns.report.error_catalog import error_info
+from campaigns.settings import Settings
+
+REPORT_VERSION = 1
+MESSAGE = Message.__table__  # type: ignore[attr-defined]
+CAMPAIGN = Campaign.__table__  # type: ignore[attr-defined]
+MEMBER = ListMember.__table__  # type: ignore[attr-defined]
+INBOUND = InboundMessage.__table__  # type: ignore[attr-defined]
+THROTTLE = ThrottleEvent.__table__  # type: ignore[attr-defined]
+
+S = MessageState
+#: The funnel: each count includes the states after it (a read message was delivered, sent, accepted).
+FUNNEL: dict[str, tuple[S, ...]] = {
+    "accepted": (S.ACCEPTED, S.SENT, S.DELIVERED, S.READ),
+    "sent": (S.SENT, S.DELIVERED, S.READ),
+    "delivered": (S.DELIVERED, S.READ),
+    "read": (S.READ,),
+}
+PENDING_STATES = (S.PLANNED, S.SENDING)
+#: At most this many points per time series in the timeline (buckets grow with the campaign).
+MAX_POINTS = 1500
+
+
+def campaign_facts(
+    engine: Engine, *, settings: Settings, campaign: str | int | Campaign, now: datetime | None = None
+) -> dict[str, Any]:
+    """Every fact of the report of one campaign, as a JSON-ready dict (see docs/reports.md)."""
+    target = campaign if isinstance(campaign, Campaign) else find_campaign(engine, campaign)
+    campaign_id = int(target.id or 0)
+    card = load_rate_card(settings.rate_card_path())
+    counts, skipped = _counts(engine, campaign_id, target.list_id)
+    with engine.connect() as conn:
+        facts: dict[str, Any] = {
+            "report_version": REPORT_VERSION,
+            "generated_at": _iso(now or utcnow()),
+            "campaign": _campaign(engine, conn, target),
+            "counts": counts,
+            "rates": _rates(counts),
+            "skipped": skipped,
+            "errors": _errors(conn, campaign_id),
+            "throughput": _throughput(conn, campaign_id),
+            "tier": _tier(settings, target, counts),
+            "replies": _replies(conn, campaign_id),
+            "cost": _cost(conn, target, card),
+            "timeline": _timeline(conn, campaign_id),
+        }
+    return facts
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _campaign(engine: Engine, conn: Connection, campaign: Campaign) -> dict[str, Any]:
+    parent = None
+    if campaign.parent_id is not None:
+        parent = conn.execute(sa.select(CAMPAIGN.c.name).where(CAMPAIGN.c.id == campaign.parent_id)).scalar()
+    return {
+        "id": campaign.id,
+        "name": campaign.name,
+        "state": campaign.state,
+        "pause_reason": campaign.pause_reason,
+        "template": campaign.template_name,
+        "language": campaign.language,
+        "category": campaign.category,
+        "sender": campaign.sender_name,
+        "list": list_name(engine, campaign.list_id),
+        "parent": parent,
+        "created_at": _iso(campaign.created_at),
+        "scheduled_at": _iso(campaign.scheduled_at),
+        "planned_at": _iso(campaign.planned_at),
+        "started_at": _iso(campaign.started_at),
+        "finished_at": _iso(campaign.finished_at),
+        "deadline": _iso(campaign.deadline),
+    }
+
+
+def _counts(engine: Engine, campaign_id: int, list_id: int) -> tuple[dict[str, int], dict[str, int]]:
+    ledger = ledger_counts(engine, campaign_id)
+    by_state = ledger.by_state
+    with engine.connect() as conn:
+        list_size = conn.execute(
+            sa.select(sa.func.count()).select_from(MEMBER).where(MEMBER.c.list_id == list_id)
+        ).scalar_one()
+
+    def total(states: Iterable[str]) -> int:
+        return sum(by_state.get(str(state), 0) for state in states)
+
+    skipped = total([S.SKIPPED])
+    counts = {
+        "list_size": int(list_size),
+        "ledger": ledger.total,
+        "planned": ledger.total - skipped,
+        "skipped": skipped,
+        **{stage: total(states) for stage, states in FUNNEL.items()},
+        "failed": total([S.FAILED]),
+        "unknown": total([S.UNKNOWN]),
+        "pending": total(PENDING_STATES),
+    }
+    return counts, ledger.skipped_by_reason
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _rates(counts: dict[str, int]) -> dict[str, float | None]:
+    return {
+        "accepted": _ratio(counts["accepted"], counts["planned"]),
+        "delivered": _ratio(counts["delivered"], counts["accepted"]),
+        "read": _ratio(counts["read"], counts["delivered"]),
+        "failed": _ratio(counts["failed"], counts["planned"]),
+    }
+
+
+def _errors(conn: Connection, campaign_id: int) -> list[dict[str, Any]]:
+    query = (
+        sa.select(MESSAGE.c.error_code, sa.func.max(MESSAGE.c.error_title), sa.func.count())
+        .where(MESSAGE.c.campaign_id == campaign_id, MESSAGE.c.state == S.FAILED.value)
+        .group_by(MESSAGE.c.error_code)
+    )
+    errors = []
+    for code, title, count in conn.execute(query):
+        info = error_info(code)
+        errors.append(
+            {
+                "code": code,
+                "title": title,
+                "count": int(count),
+                "meaning": info.meaning,
+                "action": info.action,
+            }
+        )
+    return sorted(errors, key=lambda e: (-e["count"], e["code"] if e["code"] is not None else -1))
+
+
+def epoch_s(column: Any, dialect: str) -> Any:
+    """Whole UTC seconds since the epoch of a timestamp column, in SQL (truncated, never rounded)."""
+    if dialect == "sqlite":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff'; strftime would round the fraction
+        return sa.cast(sa.func.strftime("%s", sa.func.substr(column, 1, 19)), sa.Integer)
+    return sa.cast(sa.func.floor(sa.extract("epoch", column)), sa.BigInteger)
+
+
+def _throughput(conn: Connection, campaign_id: int) -> dict[str, Any]:
+    dialect = conn.dialect.name
+    attempted = sa.and_(MESSAGE.c.campaign_id == campaign_id, MESSAGE.c.sending_at.is_not(None))
+    first, last, count = conn.execute(
+        sa.select(
+            sa.func.min(MESSAGE.c.sending_at), sa.func.max(MESSAGE.c.sending_at), sa.func.count()
+        ).where(attempted)
+    ).one()
+    second = epoch_s(MESSAGE.c.sending_at, dialect).label("second")
+    busiest = conn.execute(
+        sa.select(second, sa.func.count().label("n"))
+        .where(attempted)
+        .group_by(second)
+        .order_by(sa.desc("n"))
+        .limit(1)
+    ).first()
+    throttles = conn.execute(
+        sa.select(THROTTLE.c.code, sa.func.count())
+        .where(THROTTLE.c.campaign_id == campaign_id)
+        .group_by(THROTTLE.c.code)
+    ).all()
+    first_dt, last_dt = _as_datetime(first), _as_datetime(last)
+    duration_s = (last_dt - first_dt).total_seconds() if first_dt and last_dt else 0.0
+    return {
+        "attempted": int(count),
+        "first_send_at": _iso(first_dt),
+        "last_send_at": _iso(last_dt),
+        "duration_s": round(duration_s, 3),
+        "mean_per_s": round(count / max(duration_s, 1.0), 2) if count else 0.0,
+        "busiest_second": int(busiest.n) if busiest else 0,
+        "busiest_second_at": _iso(datetime.fromtimestamp(int(busiest.second), tz=UTC)) if busiest else None,
+        "throttle_events": sum(int(n) for _, n in throttles),
+        "throttle_by_code": {str(code): int(n) for code, n in throttles},
+    }
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    """min()/max() lose the column type on SQLite: parse the stored text back to aware UTC."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return UTCDateTime().process_result_value(value, sa.engine.default.DefaultDialect())
+
+
+def _tier(settings: Settings, campaign: Campaign, counts: dict[str, int]) -> dict[str, Any]:
+    sender = settings.sender(campaign.sender_name)
+    tier = sender.messaging_tier or settings.limits.messaging_tier
+    limit = settings.limits.tier_limit(tier) if tier != "auto" else None
+    # every recipient the platform took (or may have taken) counts against the moving-window budget
+    used = counts["accepted"] + counts["failed"] + counts["unknown"]
+    return {"messaging_tier": tier, "limit": limit, "recipients_counted": used}
+
+
+def _replies(conn: Connection, campaign_id: int) -> dict[str, int]:
+    taps = sa.func.sum(sa.case((INBOUND.c.type.in_(["button", "interactive"]), 1), else_=0))
+    optouts = sa.func.sum(sa.case((INBOUND.c.is_optout.is_(True), 1), else_=0))
+    total, button_taps, opt_outs, repliers = conn.execute(
+        sa.select(sa.func.count(), taps, optouts, sa.func.count(sa.distinct(INBOUND.c.phone))).where(
+            INBOUND.c.campaign_id == campaign_id
+        )
+    ).one()
+    return {
+        "messages": int(total or 0),
+        "replies": int((total or 0) - (button_taps or 0)),
+        "button_taps": int(button_taps or 0),
+        "opt_outs": int(opt_outs or 0),
+        "repliers": int(repliers or 0),
+    }
+
+
+def calling_code(prefix: str) -> int | None:
+    """The country calling code an E.164 number starting with `prefix` belongs to (+39… → 39)."""
+    digits = prefix.lstrip("+")
+    for length in (1, 2, 3):  # calling codes are prefix-free
+        if digits[:length].isdigit() and int(digits[:length]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            return int(digits[:length])
+    return None
+
+
+def _cost(conn: Connection, campaign: Campaign, card: RateCard) -> dict[str, Any]:
+    category = campaign.category.lower()
+    prefix = sa.func.substr(MESSAGE.c.phone, 1, 4).label("prefix")
+    accepted = sa.func.sum(sa.case((MESSAGE.c.state.in_([s.value for s in FUNNEL["accepted"]]), 1), else_=0))
+    planned_rows = conn.execute(
+        sa.select(prefix, sa.func.count(), accepted)
+        .where(MESSAGE.c.campaign_id == campaign.id, MESSAGE.c.state != S.SKIPPED.value)
+        .group_by(prefix)
+    ).all()
+    estimate: dict[int | None, list[int]] = {}
+    for value, planned, accepted_n in planned_rows:
+        entry = estimate.setdefault(calling_code(str(value or "")), [0, 0])
+        entry[0] += int(planned)
+        entry[1] += int(accepted_n or 0)
+    by_country: list[dict[str, Any]] = [
+        {
+            "country_code": code,
+            "planned": n[0],
+            "accepted": n[1],
+            "unit_price": card.price(category=category, country_code=code),
+        }
+        for code, n in sorted(estimate.items(), key=lambda item: -item[1][0])
+    ]
+    return {
+        "currency": card.currency,
+        "example_prices": card.example_values,
+        "rate_card": card.source,
+        "category": category,
+        "estimate": {
+            "planned": round(sum(c["planned"] * c["unit_price"] for c in by_country), 4),
+            "accepted": round(sum(c["accepted"] * c["unit_price"] for c in by_country), 4),
+            "by_country": by_country,
+        },
+        "actual": _actual_cost(conn, campaign, card, prefix),
+    }
+
+
+def _actual_cost(conn: Connection, campaign: Campaign, card: RateCard, prefix: Any) -> dict[str, Any]:
+    category = sa.func.lower(sa.func.coalesce(MESSAGE.c.pricing_category, campaign.category)).label(
+        "category"
+    )
+    rows = conn.execute(
+        sa.select(category, prefix, sa.func.count())
+        .where(
+            MESSAGE.c.campaign_id == campaign.id,
+            MESSAGE.c.state.in_([S.DELIVERED.value, S.READ.value]),
+            MESSAGE.c.billable.is_(True),
+        )
+        .group_by(category, prefix)
+    ).all()
+    merged: dict[tuple[str, int | None], int] = {}
+    for cat, value, count in rows:
+        key = (str(cat), calling_code(str(value or "")))
+        merged[key] = merged.get(key, 0) + int(count)
+    lines: list[dict[str, Any]] = [
+        {
+            "category": cat,
+            "country_code": code,
+            "messages": n,
+            "unit_price": card.price(category=cat, country_code=code),
+            "total": round(n * card.price(category=cat, country_code=code), 4),
+        }
+        for (cat, code), n in sorted(merged.items(), key=lambda item: -item[1])
+    ]
+    return {
+        "billable_messages": sum(line["messages"] for line in lines),
+        "total": round(sum(line["total"] for line in lines), 4),
+        "by_category_country": lines,
+    }
+
+
+def _timeline(conn: Connection, campaign_id: int) -> dict[str, Any]:
+    """Sends, deliveries and reads over time, in buckets sized so no series exceeds MAX_POINTS."""
+    dialect = conn.dialect.name
+    columns = {"sends": MESSAGE.c.sending_at, "delivered": MESSAGE.c.delivered_at, "read": MESSAGE.c.read_at}
+    bounds = conn.execute(
+        sa.select(
+            *(sa.func.min(epoch_s(c, dialect)) for c in columns.values()),
+            *(sa.func.max(epoch_s(c, dialect)) for c in columns.values()),
+        ).where(MESSAGE.c.campaign_id == campaign_id)
+    ).one()
+    starts = [int(v) for v in bounds[:3] if v is not None]
+    ends = [int(v) for v in bounds[3:] if v is not None]
+    if not starts:
+        return {"start": None, "bucket_s": 1, "sends": [], "delivered": [], "read": []}
+    start, end = min(starts), max(ends)
+    bucket_s = max(1, math.ceil((end - start + 1) / MAX_POINTS))
+    series: dict[str, Any] = {
+        "start": datetime.fromtimestamp(start, tz=UTC).isoformat(),
+        "bucket_s": bucket_s,
+    }
+    for name, column in columns.items():
+        offset = ((epoch_s(column, dialect) - start) // bucket_s).label("b")
+        rows = conn.execute(
+            sa.select(offset, sa.func.count())
+            .where(MESSAGE.c.campaign_id == campaign_id, column.is_not(None))
+            .group_by(sa.text("b"))
+            .order_by(sa.text("b"))
+        )
+        series[name] = [[int(b) * bucket_s, int(n)] for b, n in rows]
+    return series
