@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -192,11 +193,12 @@ def run_due_command(
         log.warning("run-due skipped: %s", exc, extra={"outcome": "locked", "exit_code": EXIT_LATER})
         if as_json:
             print_json({"outcome": "locked", "exit_code": EXIT_LATER, "message": str(exc)})
-        raise click.exceptions.Exit(EXIT_LATER) from exc
+        sys.exit(EXIT_LATER)
     log_summary(summary, deadline=deadline)
     if as_json:
         print_json(summary.as_dict())
-    raise click.exceptions.Exit(summary.exit_code())
+    # sys.exit, not click's Exit: `main` runs click with standalone_mode=False, which swallows Exit codes.
+    sys.exit(summary.exit_code())
 
 
 async def _run_due(

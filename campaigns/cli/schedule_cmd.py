@@ -136,6 +136,9 @@ def schedule_command(app: AppContext, /, name: str, as_json: bool, **options: An
     DST change skips means the moment the clock jumps over it. Rerun to change the schedule.
     """
     data = apply_schedule(app.engine, name, schedule_request(options))
+    at = data["scheduled_at"]
+    if at and datetime.fromisoformat(at["utc"]) <= utcnow():
+        err_console.print("The start time has passed: the next `wacamp run-due` sends it.")
     if as_json:
         print_json(data)
     else:
