@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler.ratelimit import WINDOW_S, RateLimiter, pace_per_s, window_capacity
+from scheduler.ratelimit import DEFAULT_GUARD_S, WINDOW_S, RateLimiter, pace_per_s, window_capacity
 from tests.fakeclock import FakeClock
 
 HYPOTHESIS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -89,6 +89,7 @@ def test_no_one_second_window_ever_holds_more_starts_than_the_rate(
     )
     starts = [start for _, start in pairs]
     assert busiest_window(starts) <= math.floor(rate_per_s)
+    assert busiest_window(starts, WINDOW_S + DEFAULT_GUARD_S) <= math.floor(rate_per_s)
     assert all(start >= arrived for arrived, start in pairs)
 
 
@@ -124,7 +125,7 @@ def test_a_backlog_is_served_at_no_less_than_99_percent_of_the_pace_despite_late
 def test_a_fractional_rate_is_paced_at_its_whole_part_per_second() -> None:
     pairs = simulate(rate_per_s=80.9, burst=1, arrivals_s=[0.0] * 401, max_late_s=0.0, seed=0)
     starts = [start for _, start in pairs]
-    assert starts[-1] - starts[0] == pytest.approx(400 / 80)
+    assert starts[-1] - starts[0] == pytest.approx(400 / 80, rel=DEFAULT_GUARD_S)
     assert busiest_window(starts) == 80
 
 
@@ -143,7 +144,18 @@ def test_a_burst_larger_than_the_rate_is_still_capped_at_the_rate_per_second() -
     starts = [start for _, start in pairs]
     assert starts[:5] == [0.0] * 5
     assert busiest_window(starts) == 5
-    assert starts[5] == pytest.approx(1.0)
+    assert starts[5] == pytest.approx(1.0 + DEFAULT_GUARD_S)
+
+
+def test_the_guard_keeps_the_cap_over_a_little_more_than_a_second() -> None:
+    async def scenario() -> list[float]:
+        clock = FakeClock()
+        limiter = RateLimiter(rate_per_s=4, burst=4, clock=clock, guard_s=0.05)
+        tasks = [asyncio.create_task(limiter.acquire()) for _ in range(5)]
+        await clock.drive(tasks)
+        return [task.result() for task in tasks]
+
+    assert asyncio.run(scenario()) == pytest.approx([0.0, 0.0, 0.0, 0.0, 1.05])
 
 
 def test_a_late_wake_up_within_the_catch_up_allowance_is_given_back() -> None:
@@ -151,7 +163,7 @@ def test_a_late_wake_up_within_the_catch_up_allowance_is_given_back() -> None:
     limiter = RateLimiter(rate_per_s=100, clock=clock)
     pairs = asyncio.run(run_arrivals(limiter, clock, [0.0] * 101))
     starts = [start for _, start in pairs]
-    assert starts[-1] == pytest.approx(1.0 + 0.004, abs=0.0041)
+    assert starts[-1] <= 1.0 + DEFAULT_GUARD_S + 0.004 + 1e-9
     assert busiest_window(starts) <= 100
 
 
@@ -171,7 +183,7 @@ def test_pause_until_holds_every_start_until_then() -> None:
 def test_a_lower_rate_applies_from_the_next_permit() -> None:
     async def scenario() -> list[float]:
         clock = FakeClock()
-        limiter = RateLimiter(rate_per_s=10, clock=clock)
+        limiter = RateLimiter(rate_per_s=10, clock=clock, guard_s=0.0)
         starts = [await limiter.acquire()]
         limiter.set_rate(2)
         tasks = [asyncio.create_task(limiter.acquire()) for _ in range(3)]
@@ -211,7 +223,7 @@ def test_rate_changes_never_let_a_window_exceed_the_rate_in_force(changes: list[
 def test_a_cancelled_waiter_does_not_hold_up_the_queue() -> None:
     async def scenario() -> list[float]:
         clock = FakeClock()
-        limiter = RateLimiter(rate_per_s=1, clock=clock)
+        limiter = RateLimiter(rate_per_s=1, clock=clock, guard_s=0.0)
         await limiter.acquire()
         doomed = asyncio.create_task(limiter.acquire())
         later = asyncio.create_task(limiter.acquire())
