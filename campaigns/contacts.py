@@ -38,9 +38,9 @@ from campaigns.exceptions import NotFoundError, UserError
 from campaigns.models import Contact, ContactList, ListMember
 from campaigns.phones import InvalidPhoneNumber, normalize
 
-#: Header names (case-insensitive) taken as the phone column, first match wins.
+#: Header names (case-insensitive) taken as the phone column: the first column with one of them.
 PHONE_HEADERS = ("phone", "phone_number", "mobile", "cell", "telefono", "cellulare", "numero", "wa_id")
-#: Header names (case-insensitive) taken as the consent column when --consent-column is not given.
+#: Header names (case-insensitive) of the consent column when --consent-column is not given.
 CONSENT_HEADERS = ("consent", "consenso", "opt_in", "opted_in", "optin", "marketing_consent")
 #: Consent values (case-insensitive, blanks around ignored).
 CONSENT_YES = frozenset({"yes", "y", "true", "1", "x", "si", "sì", "sí", "oui", "ja"})
@@ -167,10 +167,8 @@ def _find_column(lowered: list[str], explicit: str | None, candidates: Iterable[
     if explicit:
         name = explicit.strip().lower()
         return lowered.index(name) if name in lowered else None
-    for candidate in candidates:
-        if candidate in lowered:
-            return lowered.index(candidate)
-    return None
+    known = set(candidates)
+    return next((index for index, name in enumerate(lowered) if name in known), None)
 
 
 def _consent_column(
@@ -358,7 +356,10 @@ class _BatchWriter:
         self.upsert = self._upsert_statement()
 
     def _upsert_statement(self) -> Any:
-        stmt = _insert(self.conn)(_contact)
+        # The import's timestamp is rendered into the statement once instead of bound per row: this
+        # statement runs for every row, and datetime bind processing was a fifth of its cost.
+        now = _sql_literal(self.conn, self.now)
+        stmt = _insert(self.conn)(_contact).values(created_at=now, updated_at=now)
         excluded = stmt.excluded
         keep_since = sa.and_(excluded.consent, _contact.c.consent, _contact.c.consent_at.is_not(None))
         return stmt.on_conflict_do_update(
@@ -405,8 +406,6 @@ class _BatchWriter:
             "attributes": record.attributes,
             "consent": record.consent,
             "consent_at": self.now if record.consent else None,
-            "created_at": self.now,
-            "updated_at": self.now,
         }
 
     def _join_list(self, phones: list[str]) -> None:
@@ -420,6 +419,14 @@ class _BatchWriter:
 
     def close(self) -> None:
         self.seen.drop(self.conn)
+
+
+def _sql_literal(conn: Connection, value: datetime) -> Any:
+    """A timestamp as a SQL literal of the connection's dialect, rendered by its column type."""
+    rendered = sa.literal(value, UTCDateTime()).compile(
+        dialect=conn.dialect, compile_kwargs={"literal_binds": True}
+    )
+    return sa.literal_column(str(rendered), type_=UTCDateTime())
 
 
 def _opted_out_flags(conn: Connection, phones: list[str]) -> dict[str, bool]:

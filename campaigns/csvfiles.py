@@ -57,12 +57,15 @@ class CsvSource:
         self.size_bytes = self.path.stat().st_size
         self._raw = open(self.path, "rb")  # noqa: SIM115
         self._file = io.TextIOWrapper(self._raw, encoding="utf-8-sig", newline="")
-        self._reader = csv.reader(self._file, delimiter=self.delimiter)
+        self._reader = csv.reader(self._file, delimiter=self.delimiter, strict=True)
         self._last_line = 0
-        first = next(self._records(), None)
-        if first is None or not any(cell.strip() for cell in first.fields):
+        try:
+            first = next(self._records(), None)
+            if first is None or not any(cell.strip() for cell in first.fields):
+                raise InputFileError(f"{self.path}: no header line (the first line is empty)")
+        except BaseException:
             self.close()
-            raise InputFileError(f"{self.path}: no header line (the first line is empty)")
+            raise
         #: The first record as read (a plain list of numbers has no header: it is data then).
         self.header_row = first
         self.header = [cell.strip() for cell in first.fields]
@@ -90,9 +93,13 @@ class CsvSource:
                 f"{self.path} line {line}: not UTF-8 text ({exc.reason}); save the file as 'CSV UTF-8'"
             ) from exc
         except csv.Error as exc:
-            raise InputFileError(
-                f"{self.path} line {self._last_line + 1}: {exc} (a quote that is never closed?)"
-            ) from exc
+            line = self._last_line + 1
+            detail = (
+                "a quote opened here is never closed"
+                if "unexpected end of data" in str(exc)
+                else f"{exc} (a value with a quote must be quoted as a whole, its quotes doubled)"
+            )
+            raise InputFileError(f"{self.path} line {line}: {detail}") from exc
 
     def close(self) -> None:
         self._file.close()

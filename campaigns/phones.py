@@ -7,7 +7,7 @@ webhooks) goes through `normalize`, so one number written two ways is always one
 from __future__ import annotations
 
 import phonenumbers
-from phonenumbers import NumberParseException
+from phonenumbers import NumberParseException, PhoneMetadata
 
 from campaigns.exceptions import UserError
 
@@ -28,6 +28,24 @@ class InvalidPhoneNumber(UserError):
         self.raw = raw
         self.reason = reason
         super().__init__(f"{raw!r} is not a usable phone number: {reason}")
+
+
+def is_valid(number: phonenumbers.PhoneNumber) -> bool:
+    """Exactly `phonenumbers.is_valid_number`, about twice as fast for the common case.
+
+    `is_valid_number` first finds the region of the number (for +39: IT or VA) by testing the
+    number against each region's patterns, then tests it again against the region found. When the
+    main region of the country code has no leading-digits rule, the region lookup returns it as
+    soon as the number is valid there, so a single test against the main region gives the same
+    answer; anything else falls back to `is_valid_number`. tests/unit/test_phones.py checks the two
+    agree.
+    """
+    main = phonenumbers.region_code_for_country_code(number.country_code or 0)
+    metadata = PhoneMetadata.metadata_for_region(main)
+    fast = metadata is not None and metadata.leading_digits is None
+    if fast and phonenumbers.is_valid_number_for_region(number, main):
+        return True
+    return bool(phonenumbers.is_valid_number(number))
 
 
 def check_region(region: str | None) -> str | None:
@@ -63,7 +81,7 @@ def normalize(raw: str, region: str | None = None, *, international: bool = Fals
         no_region = exc.error_type == NumberParseException.INVALID_COUNTRY_CODE and not region
         reason = _NO_REGION if no_region and not text.startswith("+") else _PARSE_REASONS.get(exc.error_type)
         raise InvalidPhoneNumber(raw, reason or "not a phone number") from exc
-    if not phonenumbers.is_valid_number(parsed):
+    if not is_valid(parsed):
         code = parsed.country_code or 0
         raise InvalidPhoneNumber(
             raw, f"not a valid number (+{code}, {phonenumbers.region_code_for_country_code(code)})"

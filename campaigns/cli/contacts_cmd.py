@@ -55,7 +55,8 @@ def _region(app: AppContext, region: str | None) -> str | None:
 )
 @_region_option
 @click.option(
-    "--phone-column", help=f"Column holding the numbers (default: first of {', '.join(PHONE_HEADERS)})."
+    "--phone-column",
+    help=f"Column holding the numbers (default: the first column named {', '.join(PHONE_HEADERS)}).",
 )
 @click.option(
     "--consent-column", help="Column saying yes/no to marketing (default: a column named consent…)."
@@ -322,7 +323,7 @@ def _numbers_in_file(path: Path, *, region: str | None, problems: list[str]) -> 
     numbers: list[str] = []
     with CsvSource(path) as source:
         lowered = [name.lower() for name in source.header]
-        column = next((lowered.index(name) for name in PHONE_HEADERS if name in lowered), None)
+        column = next((index for index, name in enumerate(lowered) if name in PHONE_HEADERS), None)
         rows: Iterator[CsvRow] = source.rows()
         if column is None:  # no header: the first line is a number too
             rows, column = itertools.chain([source.header_row], rows), 0
