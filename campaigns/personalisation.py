@@ -152,6 +152,7 @@ class Rendered:
     """The components for one recipient and their content hash."""
 
     components: list[dict[str, Any]]
+    components_json: str
     content_hash: str
 
 
@@ -173,6 +174,7 @@ class Personaliser:
         self.limits = limits
         self.defaults = dict(bindings.defaults)
         self.named = shape.parameter_format == "NAMED"
+        self._hash_prefix = payloads.content_hash_prefix(name=template_name, language=language)
         self.params = {label: ValueText.compile(text) for label, text in bindings.params.items()}
         self.media = ValueText.compile(bindings.header_media_url) if bindings.header_media_url else None
         self.payloads = {int(i): ValueText.compile(p) for i, p in bindings.button_payloads.items()}
@@ -206,8 +208,9 @@ class Personaliser:
             body = [self._text(p, values, limit=self.limits.body_parameter_max) for p in self.shape.body]
             components.append(payloads.body_component(body))
         components.extend(self._buttons(values))
-        digest = payloads.content_hash(name=self.template_name, language=self.language, components=components)
-        return Rendered(components, digest)
+        text = payloads.compact_json(components)
+        digest = payloads.content_hash_of(prefix=self._hash_prefix, components_json=text)
+        return Rendered(components, text, digest)
 
     def _text(self, placeholder: Placeholder, values: Mapping[str, str], *, limit: int) -> dict[str, Any]:
         return payloads.text_parameter(

@@ -38,7 +38,7 @@ from campaigns.db import write_transaction
 from campaigns.dbtypes import utcnow
 from campaigns.exceptions import UserError, ValidationFailed
 from campaigns.models import Campaign, CampaignState, Contact, ListMember, MessageState
-from campaigns.payloads import ParameterTooLong, PayloadError, dumps
+from campaigns.payloads import BodyFormatter, ParameterTooLong, PayloadError
 from campaigns.personalisation import MissingColumn, Personaliser, binding_problems
 from campaigns.settings import Settings
 from campaigns.templates import find_templates, record_of
@@ -90,8 +90,13 @@ class _RowBuilder:
     ) -> None:
         self.campaign_id = campaign.id
         self.personaliser = personaliser
-        self.api = api
-        self.namespace = namespace
+        self.formatter = BodyFormatter(
+            api=api,
+            name=personaliser.template_name,
+            language=personaliser.language,
+            namespace=namespace,
+            limits=personaliser.limits,
+        )
 
     def skip_reason_and_render(self, contact: Mapping[Any, Any]) -> tuple[str | None, Any]:
         if contact["suppressed_at"] is not None:
@@ -140,10 +145,10 @@ class _RowBuilder:
     def freeze(self, row: dict[str, Any], message_id: int) -> dict[str, Any]:
         """The planned row with its id and frozen body."""
         rendered = row.pop("_rendered")
-        body = self.personaliser.body_for(
-            rendered, api=self.api, to=row["phone"], message_id=message_id, namespace=self.namespace
+        body = self.formatter.body(
+            to=row["phone"], components_json=rendered.components_json, message_id=message_id
         )
-        return {**row, "id": message_id, "body": dumps(body)}
+        return {**row, "id": message_id, "body": body}
 
 
 def _insert(conn: Connection) -> Any:

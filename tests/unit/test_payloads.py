@@ -97,3 +97,28 @@ def test_the_callback_data_gives_back_the_ledger_id() -> None:
 
 def test_dumps_is_compact_and_keeps_unicode() -> None:
     assert payloads.dumps({"a": "sì", "b": [1]}) == '{"a":"sì","b":[1]}'
+
+
+@pytest.mark.parametrize("api", ["cloud", "onprem"])
+@pytest.mark.parametrize(
+    "components",
+    [
+        [],
+        [payloads.body_component([{"type": "text", "parameter_name": "nome", "text": 'Niccolò "N" \\ 😀'}])],
+        [payloads.quick_reply_button(0, "STOP"), payloads.url_button(1, "a/b?c=d")],
+    ],
+)
+def test_the_fast_body_formatter_writes_exactly_what_the_builder_builds(
+    api: payloads.ApiKind, components: list[dict[str, object]]
+) -> None:
+    formatter = payloads.BodyFormatter(api=api, name="promo_è", language="it", namespace="ns-1")
+    fast = formatter.body(
+        to="+393471234567", components_json=payloads.compact_json(components), message_id=77
+    )
+    template = payloads.template_object(
+        api=api, name="promo_è", language="it", components=components, namespace="ns-1"
+    )
+    slow = payloads.build_template_body(
+        api=api, to="+393471234567", template=template, callback_data=payloads.callback_data_for(77)
+    )
+    assert fast == payloads.dumps(slow)

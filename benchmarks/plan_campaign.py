@@ -1,0 +1,272 @@
+"""Benchmark: planning a campaign of 100,000 and 1,000,000 recipients (time and peak RSS).
+
+For each size a fresh database is seeded directly with bulk Core inserts (contacts with a first_name,
+one list), then two child processes each measure their own wall time and peak RSS:
+
+- baseline: a bare Core bulk insert of the same number of ledger-shaped rows (same columns, a body
+  of the same size, same batch size) into a copy of the seeded database: the floor of the write path;
+- plan: `campaigns.planning.plan_campaign` (render, hash, freeze the body, dedup by constraint).
+
+Memory is flat when the 1M peak RSS is about the 100k one. Reproduce with::
+
+    .venv/bin/python benchmarks/plan_campaign.py                    # SQLite, 100k and 1M
+    .venv/bin/python benchmarks/plan_campaign.py --sizes 100000 --postgres postgresql+psycopg://postgres@127.0.0.1:5432/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.engine import Engine, make_url
+
+from campaigns.campaign_service import CampaignDefinition, create_campaign
+from campaigns.db import make_engine, upgrade, write_transaction
+from campaigns.dbtypes import utcnow
+from campaigns.models import Contact, ContactList, ListMember, Message
+from campaigns.planning import DEFAULT_CHUNK, plan_campaign
+from campaigns.settings import Settings, load_settings
+from campaigns.templates import parse_templates, store_templates
+
+CONTACT = Contact.__table__  # type: ignore[attr-defined]
+LIST = ContactList.__table__  # type: ignore[attr-defined]
+MEMBER = ListMember.__table__  # type: ignore[attr-defined]
+MESSAGE = Message.__table__  # type: ignore[attr-defined]
+SEED_BATCH = 20_000
+TEMPLATE = {
+    "name": "promo",
+    "language": "it",
+    "status": "APPROVED",
+    "category": "MARKETING",
+    "components": [
+        {"type": "BODY", "text": "Ciao {{1}}, usa il codice {{2}} entro domenica!"},
+        {"type": "BUTTONS", "buttons": [{"type": "QUICK_REPLY", "text": "Stop"}]},
+    ],
+}
+
+
+def _settings() -> Settings:
+    return load_settings(environ={})[0]
+
+
+def seed(engine: Engine, size: int) -> None:
+    """`size` consenting contacts on one list, written with bulk Core inserts."""
+    now = utcnow()
+    with write_transaction(engine) as conn:
+        list_id = conn.execute(
+            sa.insert(LIST).values(name="bench", created_at=now).returning(LIST.c.id)
+        ).scalar_one()
+    for start in range(0, size, SEED_BATCH):
+        stop = min(size, start + SEED_BATCH)
+        contacts = [
+            {
+                "id": n + 1,
+                "phone": f"+39347{n:07d}",
+                "attributes": {"first_name": f"Nome{n}", "city": "Roma"},
+                "consent": True,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for n in range(start, stop)
+        ]
+        members = [{"list_id": list_id, "contact_id": n + 1, "added_at": now} for n in range(start, stop)]
+        with write_transaction(engine) as conn:
+            conn.execute(sa.insert(CONTACT), contacts)
+            conn.execute(sa.insert(MEMBER), members)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "SELECT setval(pg_get_serial_sequence('contact', 'id'), (SELECT max(id) FROM contact))"
+            )
+            conn.exec_driver_sql("ANALYZE")
+    store_templates(engine, parse_templates([TEMPLATE], source="bench"), mark_missing_gone=False)
+    definition = CampaignDefinition(
+        name="bench",
+        list_name="bench",
+        template_name="promo",
+        language="it",
+        params={"1": "{first_name}", "2": "SPRING20"},
+        button_payloads={"0": "STOP"},
+    )
+    create_campaign(engine, settings=_settings(), definition=definition)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_plan(url: str) -> dict[str, Any]:
+    engine = make_engine(url)
+    started = time.perf_counter()
+    outcome = plan_campaign(engine, settings=_settings(), campaign="bench")
+    return {"seconds": time.perf_counter() - started, "rows": outcome.added, "peak_rss_mb": _peak_rss_mb()}
+
+
+def child_baseline(url: str, size: int) -> dict[str, Any]:
+    """Insert `size` ledger-shaped rows with the same batch size, nothing computed per row."""
+    engine = make_engine(url)
+    body = json.dumps({"messaging_product": "whatsapp", "x": "y" * 330})
+    now = utcnow()
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        campaign_id = conn.execute(sa.text("SELECT id FROM campaign WHERE name = 'bench'")).scalar_one()
+    for start in range(0, size, DEFAULT_CHUNK):
+        rows = [
+            {
+                "id": n + 1,
+                "campaign_id": campaign_id,
+                "contact_id": n + 1,
+                "phone": f"+39347{n:07d}",
+                "content_hash": f"{n:064d}",
+                "dedup_hash": f"{n:064d}",
+                "state": "planned",
+                "body": body,
+                "planned_at": now,
+                "updated_at": now,
+            }
+            for n in range(start, min(size, start + DEFAULT_CHUNK))
+        ]
+        with write_transaction(engine) as conn:
+            conn.execute(sa.insert(MESSAGE), rows)
+    return {"seconds": time.perf_counter() - started, "rows": size, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _run_child(*args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"child {args} failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _copy_postgres(admin_url: str, source: str, target: str) -> None:
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{target}" TEMPLATE "{source}"')
+    admin.dispose()
+
+
+def _drop_postgres(admin_url: str, *names: str) -> None:
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for name in names:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+def measure_sqlite(size: int, workdir: Path) -> dict[str, dict[str, Any]]:
+    seeded = workdir / f"seed-{size}.db"
+    engine = make_engine(f"sqlite:///{seeded}")
+    upgrade(engine)
+    seed(engine, size)
+    engine.dispose()
+    baseline_db = workdir / f"baseline-{size}.db"
+    shutil.copy(seeded, baseline_db)
+    baseline = _run_child("baseline", f"sqlite:///{baseline_db}", str(size))
+    plan = _run_child("plan", f"sqlite:///{seeded}")
+    for path in workdir.glob(f"*-{size}.db*"):
+        path.unlink()
+    return {"baseline": baseline, "plan": plan}
+
+
+def measure_postgres(size: int, admin_url: str) -> dict[str, dict[str, Any]]:
+    admin = make_url(admin_url).set(drivername="postgresql+psycopg")
+    admin_text = admin.render_as_string(hide_password=False)
+    seed_name, base_name = f"wacamp_bench_{uuid.uuid4().hex[:8]}", f"wacamp_bench_{uuid.uuid4().hex[:8]}"
+    engine_admin = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine_admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{seed_name}"')
+    engine_admin.dispose()
+    try:
+        seed_url = admin.set(database=seed_name).render_as_string(hide_password=False)
+        engine = make_engine(seed_url)
+        upgrade(engine)
+        seed(engine, size)
+        engine.dispose()
+        _copy_postgres(admin_text, seed_name, base_name)
+        baseline = _run_child(
+            "baseline", admin.set(database=base_name).render_as_string(hide_password=False), str(size)
+        )
+        plan = _run_child("plan", seed_url)
+    finally:
+        _drop_postgres(admin_text, seed_name, base_name)
+    return {"baseline": baseline, "plan": plan}
+
+
+def _table(results: list[tuple[str, int, dict[str, dict[str, Any]]]]) -> Table:
+    table = Table(title="Planning a campaign (plan vs bare bulk insert of the same rows)")
+    for column in (
+        "database",
+        "recipients",
+        "baseline s",
+        "plan s",
+        "plan rows/s",
+        "plan / baseline",
+        "baseline peak RSS MB",
+        "plan peak RSS MB",
+    ):
+        table.add_column(column, justify="right")
+    for database, size, result in results:
+        base, plan = result["baseline"], result["plan"]
+        table.add_row(
+            database,
+            f"{size:,}",
+            f"{base['seconds']:.1f}",
+            f"{plan['seconds']:.1f}",
+            f"{plan['rows'] / plan['seconds']:,.0f}",
+            f"{plan['seconds'] / base['seconds']:.2f}x",
+            f"{base['peak_rss_mb']:.0f}",
+            f"{plan['peak_rss_mb']:.0f}",
+        )
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="100000,1000000", help="Comma-separated recipient counts.")
+    parser.add_argument("--postgres", default="", help="Admin URL of a PostgreSQL server to run on as well.")
+    parser.add_argument("--no-sqlite", action="store_true", help="Only PostgreSQL.")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, url, *rest = args.child
+        result = child_plan(url) if kind == "plan" else child_baseline(url, int(rest[0]))
+        print(json.dumps(result))
+        return
+    console = Console()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="wacamp-bench-") as tmp:
+        os.chdir(tmp)  # no ./wacamp.toml of the developer's
+        for size in sizes:
+            if not args.no_sqlite:
+                console.print(f"[dim]SQLite, {size:,} recipients …[/]", highlight=False)
+                results.append(("SQLite", size, measure_sqlite(size, Path(tmp))))
+            if args.postgres:
+                console.print(f"[dim]PostgreSQL, {size:,} recipients …[/]", highlight=False)
+                results.append(("PostgreSQL", size, measure_postgres(size, args.postgres)))
+    console.print(_table(results))
+    console.print(
+        f"reproduce: .venv/bin/python benchmarks/plan_campaign.py {' '.join(sys.argv[1:])}".rstrip()
+    )
+
+
+if __name__ == "__main__":
+    main()
