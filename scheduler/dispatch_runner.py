@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -20,6 +21,7 @@ from sqlalchemy.engine import Engine
 from campaigns.dbtypes import utcnow
 from campaigns.settings import SenderSettings, Settings
 from scheduler import control
+from scheduler.budget import TierChoice
 from scheduler.dispatch import Dispatcher, Progress, RunReport, SenderPace, StopReason, make_pace
 from scheduler.due import PassOutcome
 from scheduler.providers.base import Provider
@@ -54,6 +56,8 @@ class DispatcherRunner:
         #: The dispatcher of the pass in progress, per sender (for /metrics).
         self.current: dict[str, Dispatcher] = {}
         self.reports: list[RunReport] = []
+        #: The tier each sender's last pass used (read from the platform with "auto").
+        self.tiers: dict[str, TierChoice] = {}
 
     def pace(self, sender: SenderSettings) -> SenderPace:
         """The one limiter of a sender in this process."""
@@ -95,7 +99,10 @@ class DispatcherRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
         self.reports.append(report)
-        return _outcome(report, by_deadline=pass_stop.is_set() and not stop_event.is_set())
+        if report.tier is not None:
+            self.tiers[sender.name] = report.tier
+        outcome = _outcome(report, by_deadline=pass_stop.is_set() and not stop_event.is_set())
+        return dataclasses.replace(outcome, sender=sender.name)
 
     async def _stop_at(
         self, pass_stop: asyncio.Event, stop_event: asyncio.Event, deadline: datetime | None

@@ -64,6 +64,7 @@ class PassOutcome:
     unknown: int = 0
     message: str = ""
     error: bool = False
+    sender: str = ""
 
 
 class Runner(Protocol):
@@ -105,6 +106,7 @@ class PassResult:
     accepted: int = 0
     failed: int = 0
     unknown: int = 0
+    sender: str = ""
 
 
 @dataclass
@@ -349,4 +351,4 @@ async def _one_pass(
     counts = {"accepted": done.accepted, "failed": done.failed, "unknown": done.unknown}
     log.info("campaign pass ended", extra={"campaign": campaign.name, "outcome": done.outcome, **counts})
     error = (done.message or done.outcome) if done.error else None
-    return PassResult(campaign.id, campaign.name, done.outcome, error=error, **counts)
+    return PassResult(campaign.id, campaign.name, done.outcome, error=error, sender=done.sender, **counts)

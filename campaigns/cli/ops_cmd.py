@@ -30,8 +30,10 @@ from scheduler.dispatch import Progress
 from scheduler.dispatch_runner import DispatcherRunner
 from scheduler.due import DueSummary, run_due
 from scheduler.locks import exclusive_lock
+from scheduler.metrics import WorkerMetrics
 from scheduler.providers.base import Provider
 from scheduler.schedule import parse_duration_s, parse_until
+from scheduler.worker import Worker, build_app, serving
 
 log = logging.getLogger("wacamp.run_due")
 
@@ -49,7 +51,7 @@ def log_options(func: F) -> F:
             "--log-format",
             type=click.Choice(["text", "json"]),
             default=None,
-            help="Log lines as text or one JSON object per line.  [default: \\[logging] format]",
+            help="Log lines as text or one JSON object per line.  [default: [logging] format]",
         ),
         click.option(
             "--log-file",
@@ -57,9 +59,7 @@ def log_options(func: F) -> F:
             default=None,
             help="Append logs to this file (reopened after logrotate moves it).  [default: stderr]",
         ),
-        click.option(
-            "--log-level", default=None, help="DEBUG, INFO, WARNING …  [default: \\[logging] level]"
-        ),
+        click.option("--log-level", default=None, help="DEBUG, INFO, WARNING …  [default: [logging] level]"),
     ]
     for option in reversed(options):
         func = option(func)
@@ -230,4 +230,88 @@ def make_planner(engine: Any, settings: Settings) -> Callable[[int], object]:
     return plan
 
 
-COMMANDS: list[click.Command] = [run_due_command]
+@click.command("worker")
+@click.option(
+    "--poll-s",
+    type=float,
+    default=None,
+    help="Look for due campaigns this often.  [default: [worker] poll_s]",
+)
+@click.option(
+    "--metrics-host",
+    default=None,
+    help="Serve /healthz and /metrics here.  [default: [worker] metrics_host]",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Port of /healthz and /metrics (0: any free one).  [default: [worker] metrics_port]",
+)
+@log_options
+@pass_app
+def worker_command(
+    app: AppContext,
+    poll_s: float | None,
+    metrics_host: str | None,
+    metrics_port: int | None,
+    log_format: str | None,
+    log_file: str | None,
+    log_level: str | None,
+) -> None:
+    """Run due campaigns as they come due, until SIGTERM: the long-running alternative to cron.
+
+    \b
+    Serves GET /healthz (200 JSON, 503 when the database is unreachable) and GET /metrics
+    (Prometheus: ledger rows by state, per-sender rate and throttle events, tier budget left,
+    webhook lag) on [worker] metrics_host:metrics_port.
+    \b
+    Examples:
+      wacamp worker
+      wacamp worker --log-format json --log-file /var/log/wacamp/worker.log --metrics-port 9108
+    \b
+    SIGTERM/SIGINT: stop claiming, let in-flight requests finish, write results, exit 0 (a second
+    signal forces). Like run-due it holds the database's send lock: if a run-due or another worker
+    holds it, it exits 75 at once without sending.
+    """
+    setup_logging(app, log_format=log_format, log_file=log_file, log_level=log_level)
+    conf = app.settings.worker
+    engine = app.engine
+    settings = app.settings
+    try:
+        with exclusive_lock(engine):
+            run_with_signals(
+                lambda stop: _run_worker(
+                    engine,
+                    settings,
+                    stop=stop,
+                    poll_s=poll_s or conf.poll_s,
+                    host=metrics_host or conf.metrics_host,
+                    port=conf.metrics_port if metrics_port is None else metrics_port,
+                )
+            )
+    except LockedError as exc:
+        log.warning("worker not started: %s", exc, extra={"outcome": "locked", "exit_code": EXIT_LATER})
+        sys.exit(EXIT_LATER)
+    sys.exit(0)
+
+
+async def _run_worker(
+    engine: Any, settings: Settings, *, stop: asyncio.Event, poll_s: float, host: str, port: int
+) -> None:
+    runner = DispatcherRunner(engine=engine, settings=settings, provider_for=make_provider_factory(settings))
+    metrics = WorkerMetrics(engine, settings, runner=runner)
+    worker = Worker(
+        engine, runner=runner, poll_s=poll_s, metrics=metrics, planner=make_planner(engine, settings)
+    )
+    try:
+        async with serving(build_app(worker, metrics), host=host, port=port) as url:
+            log.info(
+                "worker serving %s/healthz and %s/metrics", url, url, extra={"metrics_url": f"{url}/metrics"}
+            )
+            await worker.run(stop)
+    finally:
+        await runner.close()
+
+
+COMMANDS: list[click.Command] = [run_due_command, worker_command]
