@@ -376,15 +376,10 @@ class _BatchWriter:
         """Upsert the records (distinct numbers) and their list membership; return the duplicates."""
         if not records:
             return []
-        earlier = dict(
-            self.conn.execute(
-                sa.select(self.seen.c.phone, self.seen.c.line).where(
-                    self.seen.c.phone.in_([r.phone for r in records])
-                )
-            )
-            .tuples()
-            .all()
+        query = sa.select(self.seen.c.phone, self.seen.c.line).where(
+            self.seen.c.phone.in_([r.phone for r in records])
         )
+        earlier: dict[str, int] = {phone: line for phone, line in self.conn.execute(query)}
         duplicates = [_duplicate(r, first_line=earlier[r.phone]) for r in records if r.phone in earlier]
         fresh = [r for r in records if r.phone not in earlier]
         if not fresh:
@@ -432,7 +427,7 @@ def _sql_literal(conn: Connection, value: datetime) -> Any:
 def _opted_out_flags(conn: Connection, phones: list[str]) -> dict[str, bool]:
     """For the numbers among `phones` that are contacts: whether each has opted out."""
     query = sa.select(_contact.c.phone, _contact.c.suppressed_at).where(_contact.c.phone.in_(phones))
-    return {phone: suppressed_at is not None for phone, suppressed_at in conn.execute(query).tuples()}
+    return {phone: suppressed_at is not None for phone, suppressed_at in conn.execute(query)}
 
 
 def ensure_list(conn: Connection, name: str, *, now: datetime) -> int:
@@ -492,7 +487,7 @@ def list_summaries(engine: Engine) -> list[ListSummary]:
     with engine.connect() as conn:
         return [
             ListSummary(name, int(members), int(yes), int(opted_out), int(ok), created)
-            for name, members, yes, opted_out, ok, created in conn.execute(query).tuples()
+            for name, members, yes, opted_out, ok, created in conn.execute(query)
         ]
 
 
