@@ -3,7 +3,8 @@
 Each server runs in its own process (`wacamp sandbox serve --port 0 ...` for the sandbox, this script's
 `--serve-bare` mode for the baseline); this process is the client: one aiohttp ClientSession, N concurrent
 workers posting a Cloud template body to distinct recipients for a fixed time. Rounds alternate between
-the servers; the table shows medians.
+the servers; the table shows medians, and the server process's CPU time per request (less sensitive
+than requests/s to other load on a shared machine).
 
 Reproduce:
     .venv/bin/python benchmarks/sandbox.py                 # 3 rounds x 5 s, 64 concurrent requests
@@ -26,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
+import psutil
 from aiohttp import web
 from rich.console import Console
 from rich.table import Table
@@ -92,8 +94,8 @@ async def _ok() -> web.Response:
 
 
 @contextmanager
-def server(command: list[str]) -> Iterator[str]:
-    """Start a server process, yield its base URL, stop it."""
+def server(command: list[str]) -> Iterator[tuple[str, psutil.Process]]:
+    """Start a server process, yield its base URL and process handle, stop it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WACAMP_")}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
@@ -101,7 +103,7 @@ def server(command: list[str]) -> Iterator[str]:
         match = LISTENING.search(process.stdout.readline())
         if not match:
             raise RuntimeError(f"{command} did not announce its URL")
-        yield match.group(1)
+        yield match.group(1), psutil.Process(process.pid)
     finally:
         process.terminate()
         process.communicate(timeout=20)
@@ -143,9 +145,21 @@ async def drive(base_url: str, *, seconds: float, concurrency: int, offset: int)
     return done / elapsed, refused
 
 
+def measure(command: list[str], *, args: argparse.Namespace, offset: int) -> tuple[float, float, int]:
+    """(requests/s, server CPU µs per request, non-200 answers) for one server after a short warm-up."""
+    with server(command) as (base_url, process):
+        asyncio.run(drive(base_url, seconds=0.5, concurrency=args.concurrency, offset=offset + 9 * 10**6))
+        cpu_before = sum(process.cpu_times()[:2])
+        rate, bad = asyncio.run(
+            drive(base_url, seconds=args.seconds, concurrency=args.concurrency, offset=offset)
+        )
+        cpu_s = sum(process.cpu_times()[:2]) - cpu_before
+    return rate, cpu_s / (rate * args.seconds) * 1e6, bad
+
+
 def run(args: argparse.Namespace) -> None:
-    console = Console()
-    with server([sys.executable, __file__, "--serve-bare"]) as sink_url:
+    console = Console(width=120)
+    with server([sys.executable, __file__, "--serve-bare"]) as (sink_url, _sink):
         cases = {
             "bare aiohttp server (baseline)": [sys.executable, __file__, "--serve-bare"],
             "sandbox, limits off": sandbox_command("--mps", "0", "--pair-spacing-s", "0"),
@@ -155,29 +169,27 @@ def run(args: argparse.Namespace) -> None:
             ),
         }
         results: dict[str, list[float]] = {name: [] for name in cases}
+        cpu_us: dict[str, list[float]] = {name: [] for name in cases}
         refused: dict[str, int] = dict.fromkeys(cases, 0)
         for round_index in range(args.rounds):
             for name, command in cases.items():
-                with server(command) as base_url:
-                    offset = round_index * 10**7
-                    asyncio.run(
-                        drive(base_url, seconds=0.5, concurrency=args.concurrency, offset=offset + 9 * 10**6)
-                    )
-                    rate, bad = asyncio.run(
-                        drive(base_url, seconds=args.seconds, concurrency=args.concurrency, offset=offset)
-                    )
+                rate, cpu, bad = measure(command, args=args, offset=round_index * 10**7)
                 results[name].append(rate)
+                cpu_us[name].append(cpu)
                 refused[name] += bad
-                console.print(f"round {round_index + 1}: {name}: {rate:,.0f} req/s", style="dim")
+                console.print(
+                    f"round {round_index + 1}: {name}: {rate:,.0f} req/s, {cpu:,.0f} CPU µs/req", style="dim"
+                )
     baseline = statistics.median(results["bare aiohttp server (baseline)"])
     table = Table(
         title=f"Send requests/s ({args.concurrency} concurrent, {args.rounds} x {args.seconds:g} s, median)"
     )
-    for column in ("server", "requests/s", "vs baseline", "non-200 answers"):
+    for column in ("server", "requests/s", "vs baseline", "server CPU µs/request", "non-200 answers"):
         table.add_column(column, justify="left" if column == "server" else "right")
     for name, rates in results.items():
         median = statistics.median(rates)
-        table.add_row(name, f"{median:,.0f}", f"{median / baseline:.2f}", str(refused[name]))
+        cpu = statistics.median(cpu_us[name])
+        table.add_row(name, f"{median:,.0f}", f"{median / baseline:.2f}", f"{cpu:,.0f}", str(refused[name]))
     console.print(table)
     console.print(f"Reproduce:\n{COMMAND}")
 

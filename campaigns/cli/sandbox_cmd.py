@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from pathlib import Path
 
 import click
 
-from campaigns.cli.common import AppContext, pass_app
+from campaigns.cli.common import AppContext, json_option, pass_app, print_json
+from campaigns.exceptions import UserError
 from sandbox.config import FAULT_NAMES, SandboxConfig
+from sandbox.samples import sample_contacts_text, sample_templates_text
 from sandbox.server import serve
 
 
@@ -97,6 +100,41 @@ def serve_command(
         pair_spacing_s=pair_spacing_s,
     )
     asyncio.run(_serve_until_signal(config))
+
+
+@sandbox_group.command("samples")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    help="Folder to write templates.json and contacts.csv into.",
+)
+@click.option("--force", is_flag=True, help="Overwrite files that exist.")
+@json_option
+def samples_command(out_dir: Path, force: bool, as_json: bool) -> None:
+    """Write the sandbox's sample templates (listing JSON) and 1,000 sample contacts (CSV).
+
+    \b
+    Examples:
+      wacamp sandbox samples --out demo/
+      wacamp templates import demo/templates.json
+      wacamp contacts import demo/contacts.csv --list demo
+    """
+    files = {"templates.json": sample_templates_text(), "contacts.csv": sample_contacts_text()}
+    existing = [name for name in files if (out_dir / name).exists()]
+    if existing and not force:
+        raise UserError(f"{out_dir / existing[0]} exists: use --force to overwrite it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in files.items():
+        (out_dir / name).write_text(text, encoding="utf-8")
+        written.append(str(out_dir / name))
+    if as_json:
+        print_json({"written": written})
+    else:
+        for path in written:
+            click.echo(path)
 
 
 def _announce(line: str) -> None:

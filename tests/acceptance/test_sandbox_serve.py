@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -81,3 +82,23 @@ def test_serve_refuses_an_unknown_fault_as_a_usage_error(run_wacamp) -> None:  #
     result = run_wacamp("sandbox", "serve", "--faults", "flaky,gremlins")
     assert result.returncode == 2
     assert "gremlins" in result.stderr
+
+
+def test_the_samples_import_cleanly_with_the_templates_and_contacts_commands(
+    run_wacamp, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    assert run_wacamp("db", "upgrade").returncode == 0
+    written = run_wacamp("sandbox", "samples", "--out", "demo", "--json")
+    assert written.returncode == 0, written.stderr
+    assert json.loads(written.stdout)["written"] == ["demo/templates.json", "demo/contacts.csv"]
+    templates = run_wacamp("templates", "import", "demo/templates.json")
+    contacts = run_wacamp("contacts", "import", "demo/contacts.csv", "--list", "demo", "--json")
+    assert templates.returncode == 0, templates.stderr
+    assert "10 added" in templates.stdout + templates.stderr
+    assert contacts.returncode == 0, contacts.stderr
+    summary = json.loads(contacts.stdout)
+    assert (summary["imported"], summary["rejected"]) == (1000, 0)
+    assert 0 < summary["not_consented"] < 100
+    again = run_wacamp("sandbox", "samples", "--out", "demo")
+    assert again.returncode == 1
+    assert "--force" in again.stderr
