@@ -62,7 +62,7 @@ class RateLimiter:
         rate_per_s: float,
         burst: int = 1,
         clock: Clock | None = None,
-        catch_up_s: float = 0.01,
+        catch_up_s: float = 0.05,
         guard_s: float = DEFAULT_GUARD_S,
     ) -> None:
         if burst < 1:
