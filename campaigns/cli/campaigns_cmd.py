@@ -5,7 +5,6 @@ Other engineers register `run`, `pause`, `resume`, … onto `campaigns_group` fr
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -22,6 +21,7 @@ from campaigns.campaign_service import (
     preview_bodies,
 )
 from campaigns.cli.common import AppContext, err_console, json_option, out_console, pass_app, print_json
+from campaigns.cli.schedule_cmd import checked_schedule, schedule_options, store_new_schedule
 from campaigns.exceptions import UserError
 from campaigns.models import Campaign
 from campaigns.plan_summary import PlanSummary, format_duration, plan_summary
@@ -52,20 +52,6 @@ def _assignments(ctx: click.Context, param: click.Parameter, values: tuple[str, 
             raise click.BadParameter(f"{value!r} is not KEY=VALUE", ctx=ctx, param=param)
         parsed[key.strip()] = text
     return parsed
-
-
-def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError as exc:
-        raise click.BadParameter(
-            f"{value!r} is not an ISO 8601 time like 2026-03-01T09:00 or 2026-03-01T09:00+01:00",
-            ctx=ctx,
-            param=param,
-        ) from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 @campaigns_group.command("create")
@@ -101,12 +87,13 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> date
     metavar="INDEX=PAYLOAD",
     help="Payload of a quick-reply button (echoed back when tapped).",
 )
-@click.option("--at", "scheduled_at", callback=_when, help="When to send (ISO 8601; without offset: UTC).")
+@schedule_options()
 @click.option("--sender", help="Sender name from the config (default: the first configured sender).")
 @json_option
 @pass_app
 def create_cmd(
     app: AppContext,
+    /,
     name: str,
     list_name_: str,
     template: str,
@@ -115,9 +102,9 @@ def create_cmd(
     defaults: dict[str, str],
     header_media_url: str | None,
     button_payloads: dict[str, str],
-    scheduled_at: datetime | None,
     sender: str | None,
     as_json: bool,
+    **schedule: Any,
 ) -> None:
     """Define a campaign: NAME sends TEMPLATE (in LANGUAGE) to the contacts of LIST.
 
@@ -131,7 +118,12 @@ def create_cmd(
           --default first_name=amico --button-payload 0=STOP
       wacamp campaigns create welcome --list new --template welcome --language en_US \\
           --param first_name={first_name} --at 2026-03-01T09:00+01:00
+      wacamp campaigns create night --list it --template promo --language it --param 1={first_name} \\
+          --at '2026-03-01 22:00' --tz Europe/Rome --window 22:00-06:00 --deadline '2026-03-03 06:00'
+
+    With --at the campaign is sent by `wacamp run-due` / `wacamp worker` (see `campaigns schedule`).
     """
+    checked = checked_schedule(schedule)
     definition = CampaignDefinition(
         name=name,
         list_name=list_name_,
@@ -141,10 +133,12 @@ def create_cmd(
         defaults=defaults,
         header_media_url=header_media_url,
         button_payloads=button_payloads,
-        scheduled_at=scheduled_at,
         sender_name=sender,
     )
     campaign = create_campaign(app.engine, settings=app.settings, definition=definition)
+    if checked is not None and campaign.id is not None:
+        store_new_schedule(app.engine, campaign.id, checked)
+        campaign = find_campaign(app.engine, campaign.id)
     if as_json:
         print_json(_definition(app, campaign))
         return

@@ -19,7 +19,13 @@ from campaigns.cli.common import AppContext, err_console, json_option, out_conso
 from campaigns.dbtypes import utcnow
 from scheduler.control import find_campaign
 from scheduler.due import load_campaign
-from scheduler.schedule import ScheduleRequest, SendWindow, resolve_schedule, store_schedule
+from scheduler.schedule import (
+    ResolvedSchedule,
+    ScheduleRequest,
+    SendWindow,
+    resolve_schedule,
+    store_schedule,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,6 +74,18 @@ def schedule_request(params: dict[str, Any]) -> ScheduleRequest:
         recipient_local_time=bool(params.get("recipient_local_time")),
         deadline=params.get("deadline"),
     )
+
+
+def checked_schedule(params: dict[str, Any]) -> ResolvedSchedule | None:
+    """For `create`: the schedule options checked before the campaign exists (None when none given)."""
+    request = schedule_request(params)
+    return resolve_schedule(request) if request.given else None
+
+
+def store_new_schedule(engine: Engine, campaign_id: int, schedule: ResolvedSchedule | None) -> None:
+    """For `create`: store a schedule checked by `checked_schedule` on the new campaign."""
+    if schedule is not None:
+        store_schedule(engine, campaign_id, schedule, now=utcnow())
 
 
 def apply_schedule(engine: Engine, campaign_ref: str, request: ScheduleRequest) -> dict[str, Any]:
@@ -133,7 +151,8 @@ def schedule_command(app: AppContext, /, name: str, as_json: bool, **options: An
 
     A draft campaign is planned when it comes due, so the list is read at that moment. Times without
     an offset are read in --tz (default: the campaign's time zone, else UTC); a wall-clock time that a
-    DST change skips means the moment the clock jumps over it. Rerun to change the schedule.
+    DST change skips means the moment the clock jumps over it. Each call sets the whole schedule:
+    an option left out (say --window) is cleared.
     """
     data = apply_schedule(app.engine, name, schedule_request(options))
     at = data["scheduled_at"]

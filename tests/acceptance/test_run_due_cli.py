@@ -156,3 +156,76 @@ async def test_scheduling_a_campaign_with_a_malformed_window_names_it(
     )
     assert code == 1
     assert "no campaign" in err
+
+
+async def test_create_takes_the_schedule_options_and_reads_at_in_the_given_zone(
+    sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
+) -> None:
+    from sandbox.samples import sample_templates
+    from tests.campaign_seed import Person, seed_list, seed_templates
+
+    seed_templates(sqlite_engine, *sample_templates())
+    seed_list(sqlite_engine, "it", [Person("+393470000001", {"first_name": "Marco"})])
+    code, _, err = await wacamp(
+        "campaigns",
+        "create",
+        "night",
+        "--list",
+        "it",
+        "--template",
+        "spring_sale",
+        "--language",
+        "it",
+        "--param",
+        "1={first_name}",
+        "--param",
+        "2=20%",
+        "--button-payload",
+        "0=STOP",
+        "--at",
+        "2026-03-28 22:00",
+        "--tz",
+        "Europe/Rome",
+        "--window",
+        "22:00-06:00",
+        "--deadline",
+        "2026-03-29 06:00",
+        env={"WACAMP_DATABASE_URL": sqlite_url},
+        cwd=tmp_path,
+    )
+    assert code == 0, err
+    from campaigns.cli.schedule_cmd import describe
+    from scheduler.control import find_campaign
+
+    with sqlite_engine.connect() as conn:
+        data = describe(sqlite_engine, find_campaign(conn, "night").id)
+    assert data["scheduled_at"]["utc"] == "2026-03-28T21:00:00+00:00"
+    assert (data["timezone"], data["window"]) == ("Europe/Rome", "22:00-06:00")
+    assert data["deadline"]["utc"] == "2026-03-29T04:00:00+00:00"  # 06:00 CEST, after the DST change
+
+
+async def test_create_refuses_a_bad_window_before_creating_anything(
+    sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
+) -> None:
+    env = {"WACAMP_DATABASE_URL": sqlite_url}
+    code, _, err = await wacamp(
+        "campaigns",
+        "create",
+        "x",
+        "--list",
+        "nope",
+        "--template",
+        "t",
+        "--language",
+        "it",
+        "--at",
+        "2026-03-28 22:00",
+        "--window",
+        "22-06",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert code == 1
+    assert "send window '22-06'" in err
+    code, out, _ = await wacamp("campaigns", "list", "--json", env=env, cwd=tmp_path)
+    assert json.loads(out) == []
