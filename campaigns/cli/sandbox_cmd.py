@@ -62,6 +62,18 @@ def _fault_names(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
 @click.option(
     "--pair-spacing-s", type=click.FloatRange(min=0), default=6.0, help="131056 below this gap (0 = off)."
 )
+@click.option(
+    "--not-on-whatsapp-share",
+    type=click.FloatRange(0, 1),
+    default=0.02,
+    help="Share of numbers (by seed) that fail later with 131026.",
+)
+@click.option(
+    "--marketing-limit-share",
+    type=click.FloatRange(0, 1),
+    default=0.02,
+    help="Share of numbers (by seed) whose marketing sends fail later with 131049.",
+)
 @pass_app
 def serve_command(
     app: AppContext,
@@ -75,6 +87,8 @@ def serve_command(
     faults: tuple[str, ...],
     throttle_status: str,
     pair_spacing_s: float,
+    not_on_whatsapp_share: float,
+    marketing_limit_share: float,
 ) -> None:
     """Serve the sandbox until Ctrl-C. Prints `sandbox listening on http://HOST:PORT` on stdout.
 
@@ -98,6 +112,8 @@ def serve_command(
         faults=faults,
         throttle_status=int(throttle_status),
         pair_spacing_s=pair_spacing_s,
+        not_on_whatsapp_share=not_on_whatsapp_share,
+        marketing_limit_share=marketing_limit_share,
     )
     asyncio.run(_serve_until_signal(config))
 
