@@ -250,7 +250,7 @@ def main() -> None:
         result = child_plan(url) if kind == "plan" else child_baseline(url, int(rest[0]))
         print(json.dumps(result))
         return
-    console = Console()
+    console = Console(width=150)
     sizes = [int(s) for s in args.sizes.split(",")]
     results = []
     with tempfile.TemporaryDirectory(prefix="wacamp-bench-") as tmp:

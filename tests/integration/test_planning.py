@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -254,3 +255,27 @@ def test_the_plan_summary_counts_tier_days_and_cost(engine: Engine, settings: Se
     assert summary.example_prices
     assert any("needs 3 days" in note for note in summary.notes)
     assert find_campaign(engine, campaign_id).state == "planned"
+
+
+def test_concurrent_planners_never_give_the_same_content_twice(engine: Engine, settings: Settings) -> None:
+    seed_templates(engine, PROMO)
+    seed_list(engine, "spring", people(0, 300))
+    ids = [_create(engine, settings, name, "spring") for name in ("a", "b")]
+    targets = [*ids, ids[0]]  # two planners on campaign a at once, one on b
+
+    def plan(campaign_id: int) -> None:
+        plan_campaign(engine, settings=settings, campaign=campaign_id, chunk_size=25)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(plan, targets))
+    with engine.connect() as conn:
+        per_contact = conn.execute(
+            sa.select(MESSAGE.c.contact_id, sa.func.count(), sa.func.count(MESSAGE.c.dedup_hash)).group_by(
+                MESSAGE.c.contact_id
+            )
+        ).all()
+    assert len(per_contact) == 300
+    assert all((rows, planned) == (2, 1) for _, rows, planned in per_contact)
+    a, b = (ledger_counts(engine, campaign_id) for campaign_id in ids)
+    assert a.total == b.total == 300
+    assert a.by_state.get("planned", 0) + b.by_state.get("planned", 0) == 300
