@@ -203,6 +203,7 @@ class SandboxSettings(_Section):
     host: str
     port: int = Field(ge=0, le=65535)
     mps: int = Field(ge=0)
+    throttle_status: Literal[400, 429] = 400
     access_token: str
     app_secret: str
     phone_number_id: str

@@ -56,11 +56,12 @@ def _fault_names(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
 @click.option(
     "--throttle-status",
     type=click.Choice(["400", "429"]),
-    default="400",
-    help="HTTP status of 130429/131056.",
+    help="HTTP status of 130429/131056. [default: [sandbox] throttle_status]",
 )
 @click.option(
-    "--pair-spacing-s", type=click.FloatRange(min=0), default=6.0, help="131056 below this gap (0 = off)."
+    "--pair-spacing-s",
+    type=click.FloatRange(min=0),
+    help="131056 below this gap (0 = off). [default: [limits] pair_spacing_s]",
 )
 @click.option(
     "--not-on-whatsapp-share",
@@ -85,8 +86,8 @@ def serve_command(
     access_token: str | None,
     seed: int,
     faults: tuple[str, ...],
-    throttle_status: str,
-    pair_spacing_s: float,
+    throttle_status: str | None,
+    pair_spacing_s: float | None,
     not_on_whatsapp_share: float,
     marketing_limit_share: float,
 ) -> None:
@@ -110,8 +111,8 @@ def serve_command(
         webhook_url=webhook_url or None,
         seed=seed,
         faults=faults,
-        throttle_status=int(throttle_status),
-        pair_spacing_s=pair_spacing_s,
+        throttle_status=int(throttle_status) if throttle_status else defaults.throttle_status,
+        pair_spacing_s=app.settings.limits.pair_spacing_s if pair_spacing_s is None else pair_spacing_s,
         not_on_whatsapp_share=not_on_whatsapp_share,
         marketing_limit_share=marketing_limit_share,
     )
