@@ -203,11 +203,18 @@ class SandboxSettings(_Section):
     host: str
     port: int = Field(ge=0, le=65535)
     mps: int = Field(ge=0)
-    throttle_status: Literal[400, 429] = 400
+    throttle_status: int = 400
     access_token: str
     app_secret: str
     phone_number_id: str
     waba_id: str
+
+    @field_validator("throttle_status")
+    @classmethod
+    def _throttle_status(cls, value: int) -> int:
+        if value not in (400, 429):
+            raise ValueError("must be 400 or 429")
+        return value
 
 
 class SenderSettings(_Section):

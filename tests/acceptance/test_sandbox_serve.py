@@ -23,8 +23,9 @@ LISTENING = re.compile(r"sandbox listening on (http://\S+)")
 def start_sandbox(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen[str], str]]]:
     started: list[subprocess.Popen[str]] = []
 
-    def start(*args: str) -> tuple[subprocess.Popen[str], str]:
+    def start(*args: str, env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WACAMP_")}
+        env.update(env_extra or {})
         process = subprocess.Popen(
             [wacamp_executable(), "sandbox", "serve", "--port", "0", *args],
             cwd=tmp_path,
@@ -65,8 +66,16 @@ async def test_serve_prints_its_url_accepts_sends_and_stops_cleanly_on_sigterm(s
     assert "sandbox stopped" in stderr
 
 
-async def test_serve_answers_throttling_with_the_chosen_http_status(start_sandbox) -> None:  # type: ignore[no-untyped-def]
-    _, base_url = start_sandbox("--mps", "1", "--pair-spacing-s", "0", "--throttle-status", "429")
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (("--throttle-status", "429"), {}),
+        ((), {"WACAMP_SANDBOX__THROTTLE_STATUS": "429"}),
+    ],
+    ids=["option", "setting"],
+)
+async def test_serve_answers_throttling_with_the_chosen_http_status(start_sandbox, args, env) -> None:  # type: ignore[no-untyped-def]
+    _, base_url = start_sandbox("--mps", "1", "--pair-spacing-s", "0", *args, env_extra=env)
     async with aiohttp.ClientSession() as session:
         url = f"{base_url}/v23.0/100000000000001/messages"
         headers = {"Authorization": "Bearer sandbox-token"}
