@@ -13,6 +13,7 @@ from campaigns.cli import (
     config_cmd,
     contacts_cmd,
     db_cmd,
+    followup_cmd,
     ops_cmd,
     report_cmd,
     sandbox_cmd,
@@ -66,6 +67,7 @@ for _command in ops_cmd.COMMANDS:
 for _command in report_cmd.COMMANDS:
     cli.add_command(_command)
 campaigns_cmd.campaigns_group.add_command(schedule_cmd.schedule_command)
+campaigns_cmd.campaigns_group.add_command(followup_cmd.retry_command)
 
 
 def main() -> None:

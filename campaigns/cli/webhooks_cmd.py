@@ -9,7 +9,7 @@ from dataclasses import asdict
 import click
 
 from campaigns.cli.common import AppContext, err_console, json_option, out_console, pass_app, print_json
-from scheduler.webhooks.processor import pending_count, process_pending
+from scheduler.webhooks.processor import ProcessResult, pending_count, process_pending, run_processor
 from scheduler.webhooks.server import WebhookServer
 
 
@@ -70,16 +70,19 @@ async def _serve(server: WebhookServer) -> None:
 
 
 @webhooks_group.command("process")
+@click.option("--follow", is_flag=True, help="Keep processing as bodies arrive, until Ctrl-C (or SIGTERM).")
 @json_option
 @pass_app
-def process_command(app: AppContext, as_json: bool) -> None:
+def process_command(app: AppContext, follow: bool, as_json: bool) -> None:
     """Apply every stored, unprocessed webhook to the ledger now (safe to run at any time, twice).
 
     \b
-    Example:
+    Examples:
       wacamp webhooks process --json
+      wacamp webhooks serve --no-process & wacamp webhooks process --follow
+                                         receiver and processor in two processes (two cores)
     """
-    result = process_pending(app.engine, app.settings)
+    result = asyncio.run(_follow(app)) if follow else process_pending(app.engine, app.settings)
     data = {**asdict(result), "pending": pending_count(app.engine)}
     if as_json:
         print_json(data)
@@ -88,6 +91,15 @@ def process_command(app: AppContext, as_json: bool) -> None:
         f"processed {result.rows} webhook bodies ({result.events} events, {result.errors} with errors); "
         f"{data['pending']} pending"
     )
+
+
+async def _follow(app: AppContext) -> ProcessResult:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    err_console.print("webhooks: processing the inbox as it fills (Ctrl-C stops)")
+    return await run_processor(app.engine, app.settings, stop=stop)
 
 
 COMMANDS: list[click.Command] = [webhooks_group]

@@ -95,6 +95,14 @@ class ProcessResult:
     errors: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
+    def add(self, other: ProcessResult) -> None:
+        """Fold another result into this one."""
+        self.rows += other.rows
+        self.events += other.events
+        self.errors += other.errors
+        for kind, count in other.by_kind.items():
+            self.by_kind[kind] = self.by_kind.get(kind, 0) + count
+
 
 @dataclass(frozen=True)
 class _Row:
@@ -132,28 +140,49 @@ def _claim(conn: Connection, limit: int) -> list[Any]:
 def process_batch(
     engine: Engine, settings: Settings, *, clock: Callable[[], datetime] = utcnow
 ) -> ProcessResult:
-    """Process up to `settings.webhooks.process_batch` pending inbox rows in one transaction."""
-    result = ProcessResult()
+    """Process up to `settings.webhooks.process_batch` pending inbox rows in one write transaction.
+
+    On SQLite the rows are read and parsed BEFORE the write lock is taken (WAL readers never block the
+    receiver), so the lock is held only for the statements; two processors may then apply the same
+    rows, which changes nothing (every statement is idempotent). On PostgreSQL rows are claimed with
+    FOR UPDATE SKIP LOCKED inside the transaction, so concurrent processors share the work.
+    """
     tiers = dict(settings.limits.tiers)
-    with write_transaction(engine) as conn:
-        claimed = _claim(conn, settings.webhooks.process_batch)
+    limit = settings.webhooks.process_batch
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            claimed = _claim(conn, limit)
         if not claimed:
-            return result
-        now = clock()
+            return ProcessResult()
         rows = [_parse_row(row, received_at=row.received_at, tiers=tiers) for row in claimed]
-        events = [event for row in rows for event in row.events]
-        _Applier(conn, settings=settings, now=now).apply(events)
-        conn.execute(
-            sa.update(INBOX)
-            .where(INBOX.c.id == sa.bindparam("b_id"))
-            .values(processed_at=sa.bindparam("b_now", type_=UTCDateTime()), error=sa.bindparam("b_error")),
-            [{"b_id": row.id, "b_now": now, "b_error": row.error} for row in rows],
-        )
-    result.rows, result.events = len(rows), len(events)
-    result.errors = sum(1 for row in rows if row.error)
-    for event in events:
-        kind = type(event).__name__
-        result.by_kind[kind] = result.by_kind.get(kind, 0) + 1
+        with write_transaction(engine) as conn:
+            _apply_rows(conn, settings, rows, now=clock())
+        return _result(rows)
+    with write_transaction(engine) as conn:
+        claimed = _claim(conn, limit)
+        rows = [_parse_row(row, received_at=row.received_at, tiers=tiers) for row in claimed]
+        if rows:
+            _apply_rows(conn, settings, rows, now=clock())
+    return _result(rows)
+
+
+def _apply_rows(conn: Connection, settings: Settings, rows: list[_Row], *, now: datetime) -> None:
+    _Applier(conn, settings=settings, now=now).apply([event for row in rows for event in row.events])
+    conn.execute(
+        sa.update(INBOX)
+        .where(INBOX.c.id == sa.bindparam("b_id"), INBOX.c.processed_at.is_(None))
+        .values(processed_at=sa.bindparam("b_now", type_=UTCDateTime()), error=sa.bindparam("b_error")),
+        [{"b_id": row.id, "b_now": now, "b_error": row.error} for row in rows],
+    )
+
+
+def _result(rows: list[_Row]) -> ProcessResult:
+    result = ProcessResult(rows=len(rows), errors=sum(1 for row in rows if row.error))
+    for row in rows:
+        result.events += len(row.events)
+        for event in row.events:
+            kind = type(event).__name__
+            result.by_kind[kind] = result.by_kind.get(kind, 0) + 1
     return result
 
 
@@ -179,11 +208,7 @@ def process_pending(
         batches += 1
         if result.rows == 0:
             break
-        total.rows += result.rows
-        total.events += result.events
-        total.errors += result.errors
-        for kind, count in result.by_kind.items():
-            total.by_kind[kind] = total.by_kind.get(kind, 0) + count
+        total.add(result)
     return total
 
 
@@ -194,14 +219,11 @@ async def run_processor(
     total = ProcessResult()
     while not stop.is_set():
         result = await asyncio.to_thread(process_batch, engine, settings)
-        total.rows += result.rows
-        total.errors += result.errors
+        total.add(result)
         if result.rows == 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=idle_poll_s)
-    drained = await asyncio.to_thread(process_pending, engine, settings)
-    total.rows += drained.rows
-    total.errors += drained.errors
+    total.add(await asyncio.to_thread(process_pending, engine, settings))
     return total
 
 
