@@ -75,6 +75,11 @@ class ThrottleController:
         return self._target_rate_per_s
 
     @property
+    def clock(self) -> Clock:
+        """The clock the controller (and its limiter's permit times) are read on."""
+        return self._clock
+
+    @property
     def limiter(self) -> RateLimiter:
         """The limiter whose rate this controller sets."""
         return self._limiter

@@ -23,7 +23,7 @@ def controller(
 
 
 def clock_of(ctl: ThrottleController) -> FakeClock:
-    clock = ctl._clock
+    clock = ctl.clock
     assert isinstance(clock, FakeClock)
     return clock
 
