@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -29,9 +29,10 @@ from typing import Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from campaigns.db import write_transaction
+from campaigns.db import is_sqlite, write_transaction
 from campaigns.dbtypes import UTCDateTime, utcnow
 from campaigns.models import Campaign, CampaignState, Message, MessageState
+from campaigns.settings import Settings
 from scheduler.schedule import (
     SendWindow,
     apply_recipient_windows,
@@ -85,6 +86,9 @@ class Runner(Protocol):
 Planner = Callable[[int], object]
 
 
+LaneOf = Callable[["DueCampaign"], str]
+
+
 @dataclass(frozen=True)
 class DueCampaign:
     """A campaign `run-due` will give a pass to, and since when it is due (the ordering key)."""
@@ -93,6 +97,7 @@ class DueCampaign:
     name: str
     state: str
     due_since: datetime
+    sender: str = "default"
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,28 @@ class DueSummary:
         return {"error": 1, "pending": 75, "done": 0}[self.outcome]
 
 
+def by_sender(campaign: DueCampaign) -> str:
+    """One lane per sender: senders send side by side, each at its own rate."""
+    return campaign.sender
+
+
+def lanes_for(engine: Engine, settings: Settings) -> LaneOf:
+    """Lanes for a database: per sender on SQLite, per business portfolio on PostgreSQL.
+
+    The tier budget's check-and-count is atomic on SQLite (claims are BEGIN IMMEDIATE write
+    transactions, one at a time) but not across concurrent PostgreSQL transactions, so two senders
+    of one portfolio must not claim at once there: their campaigns take turns.
+    """
+    if is_sqlite(engine):
+        return by_sender
+    portfolios = {sender.name: sender.portfolio for sender in settings.all_senders()}
+
+    def by_portfolio(campaign: DueCampaign) -> str:
+        return portfolios.get(campaign.sender, campaign.sender)
+
+    return by_portfolio
+
+
 def _live_lease(now: datetime) -> sa.ColumnElement[bool]:
     in_flight = sa.select(m.id).where(
         m.campaign_id == c.id, m.state == MessageState.SENDING, m.lease_expires_at > now
@@ -181,9 +208,12 @@ def _due_filter(now: datetime) -> sa.ColumnElement[bool]:
 def find_due(conn: Connection, *, now: datetime) -> list[DueCampaign]:
     """Every due campaign, the one due the longest first (ties by id)."""
     due_since = sa.type_coerce(sa.func.coalesce(c.scheduled_at, c.created_at), UTCDateTime())
-    query = sa.select(c.id, c.name, c.state, due_since.label("due_since")).where(_due_filter(now))
-    rows = conn.execute(query.order_by(due_since, c.id)).all()
-    return [DueCampaign(id=r.id, name=r.name, state=r.state, due_since=r.due_since) for r in rows]
+    columns = (c.id, c.name, c.state, due_since.label("due_since"), c.sender_name)
+    rows = conn.execute(sa.select(*columns).where(_due_filter(now)).order_by(due_since, c.id)).all()
+    return [
+        DueCampaign(id=r.id, name=r.name, state=r.state, due_since=r.due_since, sender=r.sender_name)
+        for r in rows
+    ]
 
 
 def count_unfinished(conn: Connection, *, now: datetime) -> int:
@@ -288,67 +318,99 @@ async def run_due(
     until: datetime | None = None,
     clock: WallClock = utcnow,
     planner: Planner | None = None,
+    lane_of: LaneOf = by_sender,
 ) -> DueSummary:
     """Give every due campaign passes, oldest first, until none is due, `until`, or `stop_event`.
 
-    The caller holds the send lock (`scheduler.locks.exclusive_lock`). A campaign whose pass raises
-    is logged, counted as an error and left alone for the rest of this run; the others go on.
+    Lanes work side by side: at most one campaign per lane at a time, the campaigns of one lane one
+    after another, the one due the longest first. A lane is a sender by default (each sender has its
+    own limiter); see `lanes_for`. The caller holds the send lock (`scheduler.locks.exclusive_lock`).
+    A campaign whose pass fails is logged, counted as an error and left alone for the rest of this
+    run; the others go on.
     """
     summary = DueSummary()
     passes: Counter[int] = Counter()
+    lanes: dict[asyncio.Task[PassResult], DueCampaign] = {}
+    context = _PassContext(
+        engine=engine, runner=runner, stop_event=stop_event, until=until, clock=clock, planner=planner
+    )
     while True:
-        now = clock()
-        if stop_event.is_set():
-            summary.stopped_by = "signal"
+        summary.stopped_by = _stopping(stop_event, until, clock())
+        if summary.stopped_by is None:
+            busy = lanes.values()
+            for campaign in _next_candidates(engine, now=clock(), passes=passes, busy=busy, lane_of=lane_of):
+                passes[campaign.id] += 1
+                lanes[asyncio.create_task(_one_pass(campaign, context), name=f"pass-{campaign.name}")] = (
+                    campaign
+                )
+        if not lanes:
             break
-        if until is not None and now >= until:
-            summary.stopped_by = "deadline"
-            break
-        candidate = _next_candidate(engine, now=now, passes=passes)
-        if candidate is None:
-            break
-        passes[candidate.id] += 1
-        result = await _one_pass(
-            engine, candidate, runner=runner, stop_event=stop_event, until=until, clock=clock, planner=planner
-        )
-        summary.passes.append(result)
-        if summary.passes[-1].error is not None:
-            passes[candidate.id] = MAX_PASSES_PER_RUN
+        done, _ = await asyncio.wait(lanes, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            campaign = lanes.pop(task)
+            summary.passes.append(task.result())
+            if summary.passes[-1].error is not None:
+                passes[campaign.id] = MAX_PASSES_PER_RUN
     with engine.connect() as conn:
         summary.remaining = count_unfinished(conn, now=clock())
     return summary
 
 
-def _next_candidate(engine: Engine, *, now: datetime, passes: Counter[int]) -> DueCampaign | None:
-    with engine.connect() as conn:
-        due = find_due(conn, now=now)
-    for campaign in due:
-        if passes[campaign.id] < MAX_PASSES_PER_RUN:
-            return campaign
+def _stopping(stop_event: asyncio.Event, until: datetime | None, now: datetime) -> str | None:
+    if stop_event.is_set():
+        return "signal"
+    if until is not None and now >= until:
+        return "deadline"
     return None
 
 
-async def _one_pass(
-    engine: Engine,
-    campaign: DueCampaign,
-    *,
-    runner: Runner,
-    stop_event: asyncio.Event,
-    until: datetime | None,
-    clock: WallClock,
-    planner: Planner | None,
-) -> PassResult:
+def _next_candidates(
+    engine: Engine, *, now: datetime, passes: Counter[int], busy: Iterable[DueCampaign], lane_of: LaneOf
+) -> list[DueCampaign]:
+    """The oldest due campaign of each lane that has none running here (and passes left)."""
+    busy_ids = {campaign.id for campaign in busy}
+    busy_lanes = {lane_of(campaign) for campaign in busy}
+    with engine.connect() as conn:
+        due = find_due(conn, now=now)
+    chosen: list[DueCampaign] = []
+    for campaign in due:
+        if campaign.id in busy_ids or lane_of(campaign) in busy_lanes:
+            continue
+        if passes[campaign.id] < MAX_PASSES_PER_RUN:
+            chosen.append(campaign)
+            busy_lanes.add(lane_of(campaign))
+    return chosen
+
+
+@dataclass(frozen=True)
+class _PassContext:
+    engine: Engine
+    runner: Runner
+    stop_event: asyncio.Event
+    until: datetime | None
+    clock: WallClock
+    planner: Planner | None
+
+
+async def _one_pass(campaign: DueCampaign, ctx: _PassContext) -> PassResult:
+    """Schedule rules (in a thread: they may read many rows), then the dispatcher's pass."""
+    engine = ctx.engine
     try:
-        plan = prepare_pass(engine, campaign.id, now=clock(), until=until, planner=planner)
+        plan = await asyncio.to_thread(
+            prepare_pass, engine, campaign.id, now=ctx.clock(), until=ctx.until, planner=ctx.planner
+        )
         if not plan.run:
-            return PassResult(campaign.id, campaign.name, plan.outcome)
+            return PassResult(campaign.id, campaign.name, plan.outcome, sender=campaign.sender)
         log.info("campaign pass starts", extra={"campaign": campaign.name, "pass_deadline": plan.deadline})
-        done = await runner(campaign.id, stop_event=stop_event, deadline=plan.deadline)
-        after_pass(engine, campaign.id, now=clock())
+        done = await ctx.runner(campaign.id, stop_event=ctx.stop_event, deadline=plan.deadline)
+        await asyncio.to_thread(after_pass, engine, campaign.id, now=ctx.clock())
     except Exception as exc:
         log.exception("campaign pass failed", extra={"campaign": campaign.name})
-        return PassResult(campaign.id, campaign.name, "error", error=f"{type(exc).__name__}: {exc}")
+        failure = f"{type(exc).__name__}: {exc}"
+        return PassResult(campaign.id, campaign.name, "error", error=failure, sender=campaign.sender)
     counts = {"accepted": done.accepted, "failed": done.failed, "unknown": done.unknown}
     log.info("campaign pass ended", extra={"campaign": campaign.name, "outcome": done.outcome, **counts})
     error = (done.message or done.outcome) if done.error else None
-    return PassResult(campaign.id, campaign.name, done.outcome, error=error, sender=done.sender, **counts)
+    return PassResult(
+        campaign.id, campaign.name, done.outcome, error=error, sender=done.sender or campaign.sender, **counts
+    )

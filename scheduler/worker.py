@@ -24,7 +24,7 @@ from aiohttp import web
 from sqlalchemy.engine import Engine
 
 from campaigns.dbtypes import utcnow
-from scheduler.due import DueSummary, Planner, Runner, run_due
+from scheduler.due import DueSummary, LaneOf, Planner, Runner, by_sender, run_due
 from scheduler.metrics import CONTENT_TYPE, WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class Worker:
         metrics: WorkerMetrics | None = None,
         planner: Planner | None = None,
         clock: Callable[[], datetime] = utcnow,
+        lane_of: LaneOf = by_sender,
     ) -> None:
         self.engine = engine
         self.runner = runner
@@ -49,6 +50,7 @@ class Worker:
         self.metrics = metrics
         self.planner = planner
         self.clock = clock
+        self.lane_of = lane_of
         self.rounds = 0
         self.last_poll: datetime | None = None
         self.running = False
@@ -60,7 +62,12 @@ class Worker:
         try:
             while not stop.is_set():
                 summary = await run_due(
-                    self.engine, runner=self.runner, stop_event=stop, clock=self.clock, planner=self.planner
+                    self.engine,
+                    runner=self.runner,
+                    stop_event=stop,
+                    clock=self.clock,
+                    planner=self.planner,
+                    lane_of=self.lane_of,
                 )
                 self._record(summary)
                 with contextlib.suppress(TimeoutError):

@@ -28,7 +28,7 @@ from campaigns.logging_setup import configure_logging
 from campaigns.settings import SenderSettings, Settings
 from scheduler.dispatch import Progress
 from scheduler.dispatch_runner import DispatcherRunner
-from scheduler.due import DueSummary, run_due
+from scheduler.due import DueSummary, lanes_for, run_due
 from scheduler.locks import exclusive_lock
 from scheduler.metrics import WorkerMetrics
 from scheduler.providers.base import Provider
@@ -212,7 +212,12 @@ async def _run_due(
         status.start()
     try:
         return await run_due(
-            engine, runner=runner, stop_event=stop, until=deadline, planner=make_planner(engine, settings)
+            engine,
+            runner=runner,
+            stop_event=stop,
+            until=deadline,
+            planner=make_planner(engine, settings),
+            lane_of=lanes_for(engine, settings),
         )
     finally:
         if status is not None:
