@@ -66,7 +66,7 @@ class PlanSummary:
         return asdict(self)
 
 
-def _country_code(prefix: str) -> int | None:
+def country_code_of_prefix(prefix: str) -> int | None:
     """The calling code an E.164 number starting with `prefix` (``+391``) belongs to."""
     digits = prefix.lstrip("+")
     for length in (1, 2, 3):  # calling codes are prefix-free
@@ -86,7 +86,7 @@ def _recipients_by_country(engine: Engine, campaign_id: int) -> dict[int | None,
     counts: dict[int | None, int] = {}
     with engine.connect() as conn:
         for value, count in conn.execute(query):
-            code = _country_code(str(value or ""))
+            code = country_code_of_prefix(str(value or ""))
             counts[code] = counts.get(code, 0) + int(count)
     return counts
 
