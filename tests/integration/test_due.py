@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from campaigns.models import CampaignState, MessageState
-from scheduler.due import CAMPAIGN, PassOutcome, find_due, prepare_pass, run_due
+from scheduler.due import CAMPAIGN, PassOutcome, after_pass, find_due, prepare_pass, run_due
 from scheduler.schedule import EXPIRED, apply_recipient_windows, expire_past_deadline
 from tests.scheduling_seed import MESSAGE, campaign_row, rows_of, seed_campaign
 
@@ -207,3 +207,27 @@ def _campaign(engine: Engine, campaign_id: int):  # type: ignore[no-untyped-def]
     from scheduler.due import load_campaign
 
     return load_campaign(engine, campaign_id)
+
+
+def test_on_the_rome_dst_night_an_overnight_window_pass_ends_at_six_local_time(engine: Engine) -> None:
+    campaign_id = seed_campaign(
+        engine, name="night", timezone="Europe/Rome", window_start="22:00", window_end="06:00"
+    )
+    plan = prepare_pass(engine, campaign_id, now=datetime(2026, 3, 28, 21, 30, tzinfo=UTC), until=None)
+    assert plan.run
+    assert plan.deadline == datetime(2026, 3, 29, 4, 0, tzinfo=UTC)  # 06:00 CEST, 6.5 h later, not 7.5
+
+
+def test_after_the_window_closes_the_campaign_waits_for_the_next_local_opening(engine: Engine) -> None:
+    campaign_id = seed_campaign(
+        engine,
+        name="night",
+        state="waiting",
+        timezone="Europe/Rome",
+        window_start="22:00",
+        window_end="06:00",
+    )
+    after_pass(engine, campaign_id, now=datetime(2026, 3, 29, 4, 0, 5, tzinfo=UTC))
+    assert campaign_row(engine, campaign_id).resume_after == datetime(
+        2026, 3, 29, 20, 0, tzinfo=UTC
+    )  # 22:00 CEST

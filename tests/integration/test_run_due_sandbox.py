@@ -148,3 +148,41 @@ async def test_a_run_stopped_by_its_deadline_is_completed_by_the_next_without_du
         assert states(engine, cid) == {"accepted": 300}
         assert first.totals()["accepted"] + second.totals()["accepted"] == 300
         assert_each_once(sandbox, recipients)
+
+
+async def test_recipients_are_sent_only_inside_their_own_window_and_the_rest_when_theirs_opens(
+    engine: Engine,
+) -> None:
+    rome = ["+393471000001", "+393471000002"]
+    new_york = ["+12012345671", "+12012345672"]
+    async with running_sandbox(sandbox_config()) as sandbox:
+        settings = sandbox_settings(sandbox.base_url)
+        virtual = [datetime(2026, 6, 1, 10, 0, tzinfo=UTC)]  # 12:00 in Rome, 06:00 in New York
+        cid = make_campaign(
+            engine,
+            settings,
+            name="local",
+            recipients=rome + new_york,
+            scheduled_at=virtual[0] - HOUR,
+            window_start="09:00",
+            window_end="20:00",
+            recipient_local_time=True,
+        )
+        first = await one_run(engine, settings, clock=lambda: virtual[0])
+        assert first.exit_code() == 75
+        assert_each_once(sandbox, rome)
+        with engine.connect() as conn:
+            held = conn.execute(
+                sa.select(MESSAGE.c.phone, MESSAGE.c.state, MESSAGE.c.next_attempt_at).where(
+                    MESSAGE.c.campaign_id == cid, MESSAGE.c.state == "planned"
+                )
+            ).all()
+        assert sorted(phone for phone, _, _ in held) == new_york
+        assert {at for _, _, at in held} == {datetime(2026, 6, 1, 13, 0, tzinfo=UTC)}  # 09:00 EDT
+        virtual[0] = datetime(2026, 6, 1, 12, 59, tzinfo=UTC)
+        assert (await one_run(engine, settings, clock=lambda: virtual[0])).passes == []
+        virtual[0] = datetime(2026, 6, 1, 13, 0, 1, tzinfo=UTC)
+        last = await one_run(engine, settings, clock=lambda: virtual[0])
+        assert last.exit_code() == 0
+        assert states(engine, cid) == {"accepted": 4}
+        assert_each_once(sandbox, rome + new_york)
