@@ -180,6 +180,8 @@ class Personaliser:
         self.payloads = {int(i): ValueText.compile(p) for i, p in bindings.button_payloads.items()}
         texts = [*self.params.values(), *self.payloads.values(), *([self.media] if self.media else [])]
         self.columns = list(dict.fromkeys(c for text in texts for c in text.columns))
+        #: Parameters and buttons whose value uses no column, built once (never mutated afterwards).
+        self._constant: dict[str, dict[str, Any]] = {}
 
     def lookup(self, *, phone: str, attributes: Mapping[str, Any]) -> dict[str, str]:
         """The value of every column the campaign uses; raises `MissingColumn` for the first missing."""
@@ -213,12 +215,19 @@ class Personaliser:
         return Rendered(components, text, digest)
 
     def _text(self, placeholder: Placeholder, values: Mapping[str, str], *, limit: int) -> dict[str, Any]:
-        return payloads.text_parameter(
-            self.params[placeholder.label].render(values),
+        text = self.params[placeholder.label]
+        constant = not text.columns
+        if constant and placeholder.label in self._constant:  # same for every contact: built once
+            return self._constant[placeholder.label]
+        param = payloads.text_parameter(
+            text.render(values),
             parameter=placeholder.label,
             limit=limit,
             parameter_name=placeholder.key if self.named else None,
         )
+        if constant:
+            self._constant[placeholder.label] = param
+        return param
 
     def _header(self, values: Mapping[str, str]) -> list[dict[str, Any]]:
         if self.media is not None and self.shape.header_format:
@@ -234,9 +243,18 @@ class Personaliser:
                 build = payloads.url_button if button.type == "URL" else payloads.copy_code_button
                 buttons.append(build(button.index, value, limits=self.limits))
             elif button.index in self.payloads:
-                payload = self.payloads[button.index].render(values)
-                buttons.append(payloads.quick_reply_button(button.index, payload, limits=self.limits))
+                buttons.append(self._quick_reply(button.index, values))
         return buttons
+
+    def _quick_reply(self, index: int, values: Mapping[str, str]) -> dict[str, Any]:
+        text = self.payloads[index]
+        key = f"quick_reply.{index}"
+        if not text.columns and key in self._constant:
+            return self._constant[key]
+        component = payloads.quick_reply_button(index, text.render(values), limits=self.limits)
+        if not text.columns:
+            self._constant[key] = component
+        return component
 
     def body_for(
         self, rendered: Rendered, *, api: ApiKind, to: str, message_id: int, namespace: str | None
