@@ -222,18 +222,24 @@ def plan_windows(
     side, so a run may claim freely until that instant.
     """
     held: dict[datetime, list[int]] = defaultdict(list)
-    events: dict[str, datetime] = {}
+    #: per zone: the opening instant when closed now (None when open), and its next open/close event
+    zones: dict[str, tuple[datetime | None, datetime]] = {}
     for row_id, phone in rows:
         tz_name = recipient_zone_name(phone, default_tz=default_tz)
-        tz = ZoneInfo(tz_name)
-        if window.is_open(now, tz):
-            if tz_name not in events:
-                events[tz_name] = window.next_close(now, tz)
-            continue
-        opening = window.next_open(now, tz)
-        held[opening].append(row_id)
-        events.setdefault(tz_name, opening)
-    return WindowPlan(dict(held), min(events.values()) if events else None)
+        if tz_name not in zones:
+            zones[tz_name] = _zone_state(window, ZoneInfo(tz_name), now=now)
+        opening = zones[tz_name][0]
+        if opening is not None:
+            held[opening].append(row_id)
+    events = [event for _opening, event in zones.values()]
+    return WindowPlan(dict(held), min(events) if events else None)
+
+
+def _zone_state(window: SendWindow, tz: ZoneInfo, *, now: datetime) -> tuple[datetime | None, datetime]:
+    if window.is_open(now, tz):
+        return None, window.next_close(now, tz)
+    opening = window.next_open(now, tz)
+    return opening, opening
 
 
 # --- gates on a campaign --------------------------------------------------------------------
