@@ -7,7 +7,6 @@ names cannot be only digits, so the two never collide.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -224,8 +223,8 @@ def ledger_counts(engine: Engine | Connection, campaign_id: int) -> LedgerCounts
     return LedgerCounts(by_state=dict(sorted(by_state.items())), skipped_by_reason=ordered)
 
 
-def preview_bodies(engine: Engine, campaign_id: int, *, limit: int) -> list[dict[str, Any]]:
-    """The first `limit` planned request bodies, in the order they will be sent."""
+def preview_bodies(engine: Engine, campaign_id: int, *, limit: int) -> list[str]:
+    """The first `limit` planned request bodies (JSON text as stored), in the order they will be sent."""
     query = (
         sa.select(MESSAGE.c.body)
         .where(MESSAGE.c.campaign_id == campaign_id, MESSAGE.c.state == MessageState.PLANNED.value)
@@ -233,7 +232,7 @@ def preview_bodies(engine: Engine, campaign_id: int, *, limit: int) -> list[dict
         .limit(limit)
     )
     with engine.connect() as conn:
-        return [json.loads(body) for (body,) in conn.execute(query) if body]
+        return [body for (body,) in conn.execute(query) if body]
 
 
 def cancel_campaign(engine: Engine, campaign: Campaign, *, now: datetime | None = None) -> int:

@@ -5,6 +5,7 @@ Other engineers register `run`, `pause`, `resume`, … onto `campaigns_group` fr
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
@@ -263,15 +264,27 @@ def show_cmd(app: AppContext, campaign: str, as_json: bool) -> None:
 @campaigns_group.command("preview")
 @click.argument("campaign")
 @click.option("--limit", default=3, type=click.IntRange(min=1), help="How many bodies.")
+@click.option("--raw", is_flag=True, help="One body per line, byte for byte as stored and POSTed.")
 @pass_app
-def preview_cmd(app: AppContext, campaign: str, limit: int) -> None:
-    """Print the first request bodies of CAMPAIGN exactly as they will be sent (JSON)."""
+def preview_cmd(app: AppContext, campaign: str, limit: int, raw: bool) -> None:
+    """Print the first request bodies of CAMPAIGN exactly as they will be sent (JSON).
+
+    \b
+    Examples:
+      wacamp campaigns preview spring --limit 1
+      wacamp campaigns preview spring --raw | head -c 400
+    """
     target = find_campaign(app.engine, campaign)
     if target.planned_at is None:
         raise UserError(
             f"campaign {target.name!r} is not planned yet: run `wacamp campaigns plan {target.name}`"
         )
-    print_json(preview_bodies(app.engine, int(target.id or 0), limit=limit))
+    bodies = preview_bodies(app.engine, int(target.id or 0), limit=limit)
+    if raw:
+        for body in bodies:
+            click.echo(body)
+        return
+    print_json([json.loads(body) for body in bodies])
 
 
 @campaigns_group.command("cancel")

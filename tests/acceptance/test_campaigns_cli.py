@@ -77,6 +77,8 @@ def test_a_campaign_is_created_planned_previewed_and_cancelled(run_wacamp: Any, 
         "Ciao N0",
         "Ciao N1",
     ]
+    raw = run_wacamp("campaigns", "preview", "spring", "--raw", "--limit", "5").stdout.splitlines()
+    assert len(raw) == 3 and json.loads(raw[0]) == preview[0] and raw[0].startswith('{"messaging_product"')
     shown = json.loads(run_wacamp("campaigns", "show", "spring", "--json").stdout)
     assert shown["ledger"]["by_state"] == {"planned": 3, "skipped": 1}
     cancelled = run_wacamp("campaigns", "cancel", "spring", "--yes")
