@@ -16,6 +16,7 @@ from scheduler.dispatch_runner import DispatcherRunner
 from scheduler.due import DueSummary, run_due
 from scheduler.providers.factory import make_provider
 from tests.scheduling_support import (
+    CAMPAIGN,
     MESSAGE,
     campaign_state,
     make_campaign,
@@ -186,3 +187,30 @@ async def test_recipients_are_sent_only_inside_their_own_window_and_the_rest_whe
         assert last.exit_code() == 0
         assert states(engine, cid) == {"accepted": 4}
         assert_each_once(sandbox, rome + new_york)
+
+
+async def test_a_campaign_left_running_by_a_killed_run_is_resumed_and_its_in_flight_rows_become_unknown(
+    engine: Engine,
+) -> None:
+    async with running_sandbox(sandbox_config()) as sandbox:
+        settings = sandbox_settings(sandbox.base_url)
+        recipients = phones(30)
+        cid = make_campaign(
+            engine, settings, name="killed", recipients=recipients, scheduled_at=utcnow() - HOUR
+        )
+        past = utcnow() - HOUR
+        with engine.begin() as conn:
+            conn.execute(sa.update(CAMPAIGN).where(CAMPAIGN.c.id == cid).values(state="running"))
+            first_two = (
+                sa.select(MESSAGE.c.id).where(MESSAGE.c.campaign_id == cid).order_by(MESSAGE.c.id).limit(2)
+            )
+            conn.execute(
+                sa.update(MESSAGE)
+                .where(MESSAGE.c.id.in_(first_two.scalar_subquery()))
+                .values(state="sending", lease_owner="deadhost:1:x", lease_expires_at=past, sending_at=past)
+            )
+        summary = await one_run(engine, settings)
+        assert [p.name for p in summary.passes] == ["killed"]
+        assert states(engine, cid) == {"accepted": 28, "unknown": 2}
+        assert campaign_state(engine, cid) == "completed"
+        assert_each_once(sandbox, recipients[2:])
