@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -229,3 +230,52 @@ async def test_create_refuses_a_bad_window_before_creating_anything(
     assert "send window '22-06'" in err
     code, out, _ = await wacamp("campaigns", "list", "--json", env=env, cwd=tmp_path)
     assert json.loads(out) == []
+
+
+async def test_a_run_cut_short_by_max_duration_or_sigterm_is_completed_by_the_next_without_duplicate(
+    sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
+) -> None:
+    async with running_sandbox(SandboxConfig(mps=0, pair_spacing_s=0)) as sandbox:
+        env = {**sandbox_env(sandbox.base_url, WACAMP_RATE_PER_S="50"), "WACAMP_DATABASE_URL": sqlite_url}
+        recipients = phones(250)
+        cid = make_campaign(
+            sqlite_engine,
+            sandbox_settings(sandbox.base_url),
+            name="n",
+            recipients=recipients,
+            scheduled_at=utcnow(),
+        )
+        code, out, err = await wacamp("run-due", "--max-duration", "1s", "--json", env=env, cwd=tmp_path)
+        assert code == 75, err
+        first = json.loads(out)
+        assert first["runs"][0]["outcome"] == "deadline"
+        assert 0 < first["accepted"] < 250
+
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("WACAMP_")}
+        process = await asyncio.create_subprocess_exec(
+            wacamp_executable(),
+            "run-due",
+            "--json",
+            env={**clean, **env},
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        while states(sqlite_engine, cid).get("accepted", 0) < first["accepted"] + 20:
+            await asyncio.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        out_bytes, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert process.returncode == 75
+        second = json.loads(out_bytes)
+        assert second["stopped_by"] == "signal"
+        assert campaign_state(sqlite_engine, cid) == "waiting"
+
+        code, out, err = await wacamp("run-due", "--json", env=env, cwd=tmp_path)
+        assert code == 0, err
+        third = json.loads(out)
+        assert first["accepted"] + second["accepted"] + third["accepted"] == 250
+        assert states(sqlite_engine, cid) == {"accepted": 250}
+        stats = sandbox.stats()
+        assert stats.duplicates == 0
+        assert sorted(stats.accepted_per_recipient) == sorted(p.lstrip("+") for p in recipients)
+        assert set(stats.accepted_per_recipient.values()) == {1}
