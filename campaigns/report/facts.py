@@ -60,6 +60,14 @@ def campaign_facts(
     card = load_rate_card(settings.rate_card_path())
     counts, skipped = _counts(engine, campaign_id, target.list_id)
     with engine.connect() as conn:
+        series = {
+            name: per_second(conn, campaign_id, column)
+            for name, column in (
+                ("sends", MESSAGE.c.sending_at),
+                ("delivered", MESSAGE.c.delivered_at),
+                ("read", MESSAGE.c.read_at),
+            )
+        }
         facts: dict[str, Any] = {
             "report_version": REPORT_VERSION,
             "generated_at": _iso(now or utcnow()),
@@ -68,11 +76,11 @@ def campaign_facts(
             "rates": _rates(counts),
             "skipped": skipped,
             "errors": _errors(conn, campaign_id),
-            "throughput": _throughput(conn, campaign_id),
+            "throughput": _throughput(conn, campaign_id, series["sends"]),
             "tier": _tier(settings, target, counts),
             "replies": _replies(conn, campaign_id),
             "cost": _cost(conn, target, card),
-            "timeline": _timeline(conn, campaign_id),
+            "timeline": _timeline(series),
         }
     return facts
 
@@ -164,51 +172,59 @@ def _errors(conn: Connection, campaign_id: int) -> list[dict[str, Any]]:
     return sorted(errors, key=lambda e: (-e["count"], e["code"] if e["code"] is not None else -1))
 
 
-def epoch_s(column: Any, dialect: str) -> Any:
-    """Whole UTC seconds since the epoch of a timestamp column, in SQL (truncated, never rounded)."""
-    if dialect == "sqlite":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff'; strftime would round the fraction
-        return sa.cast(sa.func.strftime("%s", sa.func.substr(column, 1, 19)), sa.Integer)
-    return sa.cast(sa.func.floor(sa.extract("epoch", column)), sa.BigInteger)
+def second_key(column: Any, dialect: str) -> Any:
+    """The calendar second of a timestamp column, in SQL, cheap enough to GROUP BY on 1M rows."""
+    if dialect == "sqlite":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff': the first 19 characters
+        return sa.func.substr(column, 1, 19)
+    return sa.func.date_trunc("second", column)
 
 
-def _throughput(conn: Connection, campaign_id: int) -> dict[str, Any]:
-    dialect = conn.dialect.name
+def _as_second(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+
+def per_second(conn: Connection, campaign_id: int, column: Any) -> dict[int, int]:
+    """Rows of the campaign by the unix second of `column` (rows where it is NULL left out)."""
+    key = second_key(column, conn.dialect.name).label("second")
+    rows = conn.execute(
+        sa.select(key, sa.func.count())
+        .where(MESSAGE.c.campaign_id == campaign_id, column.is_not(None))
+        .group_by(key)
+    )
+    return {int(_as_second(second).timestamp()): int(n) for second, n in rows}
+
+
+def _throughput(conn: Connection, campaign_id: int, sends: dict[int, int]) -> dict[str, Any]:
     attempted = sa.and_(MESSAGE.c.campaign_id == campaign_id, MESSAGE.c.sending_at.is_not(None))
-    first, last, count = conn.execute(
-        sa.select(
-            sa.func.min(MESSAGE.c.sending_at), sa.func.max(MESSAGE.c.sending_at), sa.func.count()
-        ).where(attempted)
+    first, last = conn.execute(
+        sa.select(sa.func.min(MESSAGE.c.sending_at), sa.func.max(MESSAGE.c.sending_at)).where(attempted)
     ).one()
-    second = epoch_s(MESSAGE.c.sending_at, dialect).label("second")
-    busiest = conn.execute(
-        sa.select(second, sa.func.count().label("n"))
-        .where(attempted)
-        .group_by(second)
-        .order_by(sa.desc("n"))
-        .limit(1)
-    ).first()
     throttles = conn.execute(
         sa.select(THROTTLE.c.code, sa.func.count())
         .where(THROTTLE.c.campaign_id == campaign_id)
         .group_by(THROTTLE.c.code)
     ).all()
+    count = sum(sends.values())
+    busiest = max(sends.items(), key=lambda item: (item[1], -item[0]), default=None)
     first_dt, last_dt = _as_datetime(first), _as_datetime(last)
     duration_s = (last_dt - first_dt).total_seconds() if first_dt and last_dt else 0.0
     return {
-        "attempted": int(count),
+        "attempted": count,
         "first_send_at": _iso(first_dt),
         "last_send_at": _iso(last_dt),
         "duration_s": round(duration_s, 3),
         "mean_per_s": round(count / max(duration_s, 1.0), 2) if count else 0.0,
-        "busiest_second": int(busiest.n) if busiest else 0,
-        "busiest_second_at": _iso(datetime.fromtimestamp(int(busiest.second), tz=UTC)) if busiest else None,
+        "busiest_second": busiest[1] if busiest else 0,
+        "busiest_second_at": _iso(datetime.fromtimestamp(busiest[0], tz=UTC)) if busiest else None,
         "throttle_events": sum(int(n) for _, n in throttles),
         "throttle_by_code": {str(code): int(n) for code, n in throttles},
     }
 
 
 def _as_datetime(value: Any) -> datetime | None:
-    """min()/max() lose the column type on SQLite: parse the stored text back to aware UTC."""
+    """min()/max() may lose the column type on SQLite: parse the stored text back to aware UTC."""
     if value is None or isinstance(value, datetime):
         return value
     return UTCDateTime().process_result_value(value, sa.engine.default.DefaultDialect())
@@ -250,19 +266,28 @@ def calling_code(prefix: str) -> int | None:
 
 
 def _cost(conn: Connection, campaign: Campaign, card: RateCard) -> dict[str, Any]:
+    """Estimate (rate card x planned / accepted rows) and actual (billable delivered rows), in one pass."""
     category = campaign.category.lower()
     prefix = sa.func.substr(MESSAGE.c.phone, 1, 4).label("prefix")
-    accepted = sa.func.sum(sa.case((MESSAGE.c.state.in_([s.value for s in FUNNEL["accepted"]]), 1), else_=0))
-    planned_rows = conn.execute(
-        sa.select(prefix, sa.func.count(), accepted)
+    delivered = MESSAGE.c.state.in_([S.DELIVERED.value, S.READ.value])
+    priced = sa.func.lower(sa.func.coalesce(MESSAGE.c.pricing_category, campaign.category))
+    billed = sa.case((sa.and_(delivered, MESSAGE.c.billable.is_(True)), priced)).label("billed")
+    rows = conn.execute(
+        sa.select(prefix, MESSAGE.c.state, billed, sa.func.count())
         .where(MESSAGE.c.campaign_id == campaign.id, MESSAGE.c.state != S.SKIPPED.value)
-        .group_by(prefix)
+        .group_by(prefix, MESSAGE.c.state, billed)
     ).all()
+    accepted_states = {s.value for s in FUNNEL["accepted"]}
     estimate: dict[int | None, list[int]] = {}
-    for value, planned, accepted_n in planned_rows:
-        entry = estimate.setdefault(calling_code(str(value or "")), [0, 0])
-        entry[0] += int(planned)
-        entry[1] += int(accepted_n or 0)
+    actual: dict[tuple[str, int | None], int] = {}
+    for value, state, billed_category, count in rows:
+        code = calling_code(str(value or ""))
+        entry = estimate.setdefault(code, [0, 0])
+        entry[0] += int(count)
+        entry[1] += int(count) if state in accepted_states else 0
+        if billed_category is not None:
+            key = (str(billed_category), code)
+            actual[key] = actual.get(key, 0) + int(count)
     by_country: list[dict[str, Any]] = [
         {
             "country_code": code,
@@ -282,37 +307,23 @@ def _cost(conn: Connection, campaign: Campaign, card: RateCard) -> dict[str, Any
             "accepted": round(sum(c["accepted"] * c["unit_price"] for c in by_country), 4),
             "by_country": by_country,
         },
-        "actual": _actual_cost(conn, campaign, card, prefix),
+        "actual": _actual_cost(actual, card),
     }
 
 
-def _actual_cost(conn: Connection, campaign: Campaign, card: RateCard, prefix: Any) -> dict[str, Any]:
-    category = sa.func.lower(sa.func.coalesce(MESSAGE.c.pricing_category, campaign.category)).label(
-        "category"
-    )
-    rows = conn.execute(
-        sa.select(category, prefix, sa.func.count())
-        .where(
-            MESSAGE.c.campaign_id == campaign.id,
-            MESSAGE.c.state.in_([S.DELIVERED.value, S.READ.value]),
-            MESSAGE.c.billable.is_(True),
+def _actual_cost(counts: dict[tuple[str, int | None], int], card: RateCard) -> dict[str, Any]:
+    lines: list[dict[str, Any]] = []
+    for (cat, code), n in sorted(counts.items(), key=lambda item: -item[1]):
+        price = card.price(category=cat, country_code=code)
+        lines.append(
+            {
+                "category": cat,
+                "country_code": code,
+                "messages": n,
+                "unit_price": price,
+                "total": round(n * price, 4),
+            }
         )
-        .group_by(category, prefix)
-    ).all()
-    merged: dict[tuple[str, int | None], int] = {}
-    for cat, value, count in rows:
-        key = (str(cat), calling_code(str(value or "")))
-        merged[key] = merged.get(key, 0) + int(count)
-    lines: list[dict[str, Any]] = [
-        {
-            "category": cat,
-            "country_code": code,
-            "messages": n,
-            "unit_price": card.price(category=cat, country_code=code),
-            "total": round(n * card.price(category=cat, country_code=code), 4),
-        }
-        for (cat, code), n in sorted(merged.items(), key=lambda item: -item[1])
-    ]
     return {
         "billable_messages": sum(line["messages"] for line in lines),
         "total": round(sum(line["total"] for line in lines), 4),
@@ -320,33 +331,21 @@ def _actual_cost(conn: Connection, campaign: Campaign, card: RateCard, prefix: A
     }
 
 
-def _timeline(conn: Connection, campaign_id: int) -> dict[str, Any]:
+def _timeline(series: dict[str, dict[int, int]]) -> dict[str, Any]:
     """Sends, deliveries and reads over time, in buckets sized so no series exceeds MAX_POINTS."""
-    dialect = conn.dialect.name
-    columns = {"sends": MESSAGE.c.sending_at, "delivered": MESSAGE.c.delivered_at, "read": MESSAGE.c.read_at}
-    bounds = conn.execute(
-        sa.select(
-            *(sa.func.min(epoch_s(c, dialect)) for c in columns.values()),
-            *(sa.func.max(epoch_s(c, dialect)) for c in columns.values()),
-        ).where(MESSAGE.c.campaign_id == campaign_id)
-    ).one()
-    starts = [int(v) for v in bounds[:3] if v is not None]
-    ends = [int(v) for v in bounds[3:] if v is not None]
-    if not starts:
-        return {"start": None, "bucket_s": 1, "sends": [], "delivered": [], "read": []}
-    start, end = min(starts), max(ends)
+    seconds = [second for counts in series.values() for second in counts]
+    if not seconds:
+        return {"start": None, "bucket_s": 1, **{name: [] for name in series}}
+    start, end = min(seconds), max(seconds)
     bucket_s = max(1, math.ceil((end - start + 1) / MAX_POINTS))
-    series: dict[str, Any] = {
+    timeline: dict[str, Any] = {
         "start": datetime.fromtimestamp(start, tz=UTC).isoformat(),
         "bucket_s": bucket_s,
     }
-    for name, column in columns.items():
-        offset = ((epoch_s(column, dialect) - start) // bucket_s).label("b")
-        rows = conn.execute(
-            sa.select(offset, sa.func.count())
-            .where(MESSAGE.c.campaign_id == campaign_id, column.is_not(None))
-            .group_by(sa.text("b"))
-            .order_by(sa.text("b"))
-        )
-        series[name] = [[int(b) * bucket_s, int(n)] for b, n in rows]
-    return series
+    for name, counts in series.items():
+        buckets: dict[int, int] = {}
+        for second, n in counts.items():
+            offset = (second - start) // bucket_s * bucket_s
+            buckets[offset] = buckets.get(offset, 0) + n
+        timeline[name] = [[offset, n] for offset, n in sorted(buckets.items())]
+    return timeline
