@@ -273,22 +273,23 @@ def prepare_pass(
 ) -> PassPlan:
     """Apply deadline, campaign window and recipient windows; say whether and until when to send.
 
-    A draft campaign is planned (its ledger written) here, once its gate is open.
+    A draft campaign is planned (its ledger written) here, when it comes due (even if its window is
+    closed then: it waits planned, and the list it got is the one of its due time).
     """
     campaign = load_campaign(engine, campaign_id)
     gate = campaign_gate(campaign, now=now)
     if not gate.open_now and gate.until is None:
         _finish_expired(engine, campaign, now=now)
         return PassPlan(run=False, outcome="expired")
-    if not gate.open_now:
-        _set_state(engine, campaign_id, now=now, state=CampaignState.WAITING, resume_after=gate.until)
-        log.info("send window closed", extra={"campaign": campaign.name, "opens_at": gate.until})
-        return PassPlan(run=False, outcome="window closed")
     if campaign.state == CampaignState.DRAFT:
         if planner is None:
             raise RuntimeError(f"campaign {campaign.name!r} is a draft and no planner was given")
         planner(campaign_id)
         campaign = load_campaign(engine, campaign_id)
+    if not gate.open_now:
+        _set_state(engine, campaign_id, now=now, state=CampaignState.WAITING, resume_after=gate.until)
+        log.info("send window closed", extra={"campaign": campaign.name, "opens_at": gate.until})
+        return PassPlan(run=False, outcome="window closed")
     recheck_at = apply_recipient_windows(engine, campaign, now=now)
     return PassPlan(run=True, deadline=_earliest(until, gate.until, recheck_at, campaign.deadline))
 

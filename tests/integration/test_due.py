@@ -231,3 +231,20 @@ def test_after_the_window_closes_the_campaign_waits_for_the_next_local_opening(e
     assert campaign_row(engine, campaign_id).resume_after == datetime(
         2026, 3, 29, 20, 0, tzinfo=UTC
     )  # 22:00 CEST
+
+
+def test_a_due_draft_whose_window_is_closed_is_planned_first_then_waits(engine: Engine) -> None:
+    campaign_id = seed_campaign(
+        engine, name="draft", state="draft", scheduled_at=NOW - HOUR, window_start="20:00", window_end="22:00"
+    )
+    planned: list[int] = []
+
+    def planner(cid: int) -> None:
+        planned.append(cid)
+        with engine.begin() as conn:
+            conn.execute(sa.update(CAMPAIGN).where(CAMPAIGN.c.id == cid).values(state="planned"))
+
+    plan = prepare_pass(engine, campaign_id, now=NOW, until=None, planner=planner)
+    assert (plan.run, planned) == (False, [campaign_id])
+    row = campaign_row(engine, campaign_id)
+    assert (row.state, row.resume_after) == ("waiting", datetime(2026, 6, 1, 20, 0, tzinfo=UTC))
