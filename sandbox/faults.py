@@ -1,7 +1,7 @@
 """Fault scenarios for rehearsals and tests, deterministic for a seed.
 
-- ``throttle-storm``: every `storm_every_s` (from the sandbox's start) a storm of `storm_length_s`
-  during which every send gets 130429.
+- ``throttle-storm``: in every period of `storm_every_s` (from the sandbox's start) a storm of
+  `storm_length_s` at a seeded offset (the first one at once) during which every send gets 130429.
 - ``flaky``: a share of sends get a 5xx with 131000 or 131016; another share is accepted and recorded,
   then the connection is reset before the answer (the client cannot know the outcome).
 - ``slow``: every request waits hundreds of milliseconds before it is handled.
@@ -54,11 +54,21 @@ class FaultPlan:
         return (low_ms + (high_ms - low_ms) * _unit(self.config.seed, "slow", key)) / 1000.0
 
     def storming(self, now: float) -> bool:
-        """Is a throttle storm raging at monotonic time `now`?"""
+        """Is a throttle storm raging at monotonic time `now`?
+
+        Storm k falls somewhere in period k (seeded), the first one at the very start: a client that
+        retries at a fixed interval cannot stay in phase with the storms forever, as with a real platform.
+        """
         if not self.storm:
             return False
-        phase_s = (now - self.started_at) % self.settings.storm_every_s
-        return phase_s < self.settings.storm_length_s
+        every_s, length_s = self.settings.storm_every_s, self.settings.storm_length_s
+        elapsed_s = now - self.started_at
+        period = int(elapsed_s // every_s)
+        slack_s = max(every_s - length_s, 0.0)
+        start_s = period * every_s + (
+            _unit(self.config.seed, "storm", str(period)) * slack_s if period else 0.0
+        )
+        return start_s <= elapsed_s < start_s + length_s
 
     def flake(self, key: str) -> Flake:
         """What `flaky` does to the send identified by `key` (recipient and attempt number)."""

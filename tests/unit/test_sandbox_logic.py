@@ -162,20 +162,28 @@ def test_share_hit_picks_about_the_share_and_is_stable_for_a_seed() -> None:
     assert hits != [k for k in keys if share_hit(seed=2, salt="s", key=k, share=0.1)]
 
 
-def test_storms_come_back_every_period_from_the_start() -> None:
+def test_one_storm_rages_in_every_period_starting_with_one_at_the_start() -> None:
     config = SandboxConfig(
         faults=("throttle-storm",), fault_settings=FaultSettings(storm_every_s=5, storm_length_s=1)
     )
     plan = FaultPlan(config, started_at=100.0)
-    assert [plan.storming(100.0 + t) for t in (0.0, 0.99, 1.0, 4.9, 5.0, 5.5, 6.1)] == [
-        True,
-        True,
-        False,
-        False,
-        True,
-        True,
-        False,
-    ]
+    ticks = [100.0 + n * 0.01 for n in range(3000)]  # 30 s in 10 ms steps
+    assert plan.storming(100.0) and plan.storming(100.99) and not plan.storming(101.0)
+    for period in range(6):
+        stormy = [t for t in ticks if 100.0 + 5 * period <= t < 100.0 + 5 * (period + 1) and plan.storming(t)]
+        assert 99 <= len(stormy) <= 101, f"period {period}: {len(stormy)} ticks of storm"
+        assert stormy[-1] - stormy[0] < 1.0
+
+
+def test_storms_are_not_at_the_same_phase_in_every_period() -> None:
+    config = SandboxConfig(
+        faults=("throttle-storm",), fault_settings=FaultSettings(storm_every_s=2, storm_length_s=0.5)
+    )
+    plan = FaultPlan(config, started_at=0.0)
+    retries_at_fixed_interval = [0.1 + 2.0 * n for n in range(20)]
+    hits = [plan.storming(t) for t in retries_at_fixed_interval]
+    assert hits[0] is True
+    assert not all(hits)
 
 
 def test_faults_that_are_off_never_fire() -> None:
