@@ -64,6 +64,7 @@ def _region(app: AppContext, region: str | None) -> str | None:
 @click.option("--opted-in", is_flag=True, help="The file has no consent column: every row in it is opted in.")
 @click.option(
     "--rejects",
+    metavar="PATH",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write rejected rows here (default: FILE's name + .rejects.csv, only when some row is rejected).",
 )
@@ -105,6 +106,8 @@ def import_cmd(
     """
     if consent_column and opted_in:
         raise click.UsageError("give either --consent-column or --opted-in, not both")
+    if not list_name.strip():
+        raise click.UsageError("--list needs a name")
     options = ImportOptions(
         list_name=list_name,
         region=_region(app, region),
