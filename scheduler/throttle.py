@@ -6,7 +6,7 @@ import math
 
 from campaigns.settings import DispatchSettings
 from scheduler.clock import Clock, MonotonicClock
-from scheduler.ratelimit import RateLimiter
+from scheduler.ratelimit import WINDOW_S, RateLimiter
 
 
 class ThrottleController:
@@ -14,9 +14,11 @@ class ThrottleController:
 
     - On a throttle event (130429, 80007, 4, HTTP 429) the rate is multiplied by ``decrease`` (never
       below ``min_rate_per_s``), and ``Retry-After`` pauses every start until it has passed.
-    - Requests that started before the last decrease were sent at the old rate: their throttle
-      events still honour Retry-After but do not decrease the rate again (one decrease per episode,
-      not one per in-flight request).
+    - The platform counts the trailing second, so for ``hold_s`` (1 s) after a decrease it still
+      sees traffic sent at the old rate and may keep throttling. Throttle events of requests that
+      started before ``last decrease + hold_s`` still honour Retry-After but do not decrease the
+      rate again: one decrease per platform window, not one per in-flight request (which would
+      collapse the rate to the minimum within a fraction of a second).
     - After a decrease the rate climbs back linearly to the target over ``recovery_s`` (counted from
       the end of any pause) and never goes above the target.
 
@@ -32,6 +34,7 @@ class ThrottleController:
         recovery_s: float,
         clock: Clock | None = None,
         min_rate_per_s: float = 1.0,
+        hold_s: float = WINDOW_S,
     ) -> None:
         if not 0 < decrease < 1:
             raise ValueError(f"decrease must be between 0 and 1, not {decrease}")
@@ -42,6 +45,7 @@ class ThrottleController:
         self._decrease = decrease
         self._recovery_s = recovery_s
         self._min_rate_per_s = min_rate_per_s
+        self._hold_s = hold_s
         self._target_rate_per_s = target_rate_per_s
         self._floor_rate_per_s = target_rate_per_s
         self._recovery_start_s = -math.inf
@@ -115,7 +119,7 @@ class ThrottleController:
         if retry_after_s is not None and retry_after_s > 0:
             resume_s = now + retry_after_s
             self._limiter.pause_until(resume_s)
-        if started_at_s < self._last_decrease_s:
+        if started_at_s < self._last_decrease_s + self._hold_s:
             return False
         self._floor_rate_per_s = max(self._min_rate_per_s, self.rate_at(now) * self._decrease)
         self._recovery_start_s = resume_s

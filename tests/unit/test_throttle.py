@@ -46,23 +46,35 @@ def test_the_rate_climbs_back_linearly_to_the_target_over_the_recovery_time() ->
     assert ctl.refresh() == pytest.approx(80.0)
 
 
-def test_responses_to_requests_started_before_the_last_decrease_do_not_decrease_again() -> None:
+def test_throttles_of_requests_started_within_a_second_of_the_last_decrease_do_not_decrease_again() -> None:
     ctl = controller()
     clock = clock_of(ctl)
     clock.advance(1.0)
     assert ctl.on_throttled(started_at_s=0.9) is True
     assert ctl.on_throttled(started_at_s=0.95) is False
-    assert ctl.limiter.rate_per_s == pytest.approx(40.0)
     clock.advance(0.5)
-    assert ctl.on_throttled(started_at_s=1.2) is True
-    assert ctl.limiter.rate_per_s == pytest.approx(20.0 + 40.0 * 0.5 / 30.0 * 0.5, rel=0.05)
+    assert ctl.on_throttled(started_at_s=1.9) is False
+    assert ctl.limiter.rate_per_s == pytest.approx(40.0)
+    clock.advance(1.0)
+    assert ctl.on_throttled(started_at_s=2.1) is True
+    assert ctl.limiter.rate_per_s == pytest.approx((40.0 + 40.0 * 1.5 / 30.0) * 0.5)
+
+
+def test_a_storm_of_throttles_decreases_once_per_second_not_once_per_request() -> None:
+    ctl = controller(target=200.0)
+    clock = clock_of(ctl)
+    for _ in range(100):
+        clock.advance(0.005)
+        ctl.on_throttled(started_at_s=clock.now() - 0.002)
+    assert ctl.decreases == 1
+    assert ctl.limiter.rate_per_s == pytest.approx(100.0, rel=0.01)
 
 
 def test_repeated_throttling_never_takes_the_rate_below_the_minimum() -> None:
-    ctl = controller()
+    ctl = controller(recovery_s=1e9)
     clock = clock_of(ctl)
     for _ in range(20):
-        clock.advance(0.1)
+        clock.advance(1.5)
         ctl.on_throttled(started_at_s=clock.now())
     assert ctl.limiter.rate_per_s == pytest.approx(1.0)
 
