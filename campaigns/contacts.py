@@ -315,7 +315,7 @@ def _stream(
 
 
 def _duplicate(record: ContactRecord, *, first_line: int) -> Reject:
-    reason = f"duplicate: same number ({record.phone}) as line {first_line}, which was kept"
+    reason = f"duplicate: same number ({record.phone}) as line {first_line}"
     return Reject(record.line, record.raw_phone, RejectKind.DUPLICATE, reason)
 
 

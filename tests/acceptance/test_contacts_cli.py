@@ -27,7 +27,7 @@ PEOPLE = (
 )
 EXPECTED_REJECTS = (
     "line,raw value,reason\r\n"
-    '4,333 1234567,"duplicate: same number (+393331234567) as line 2, which was kept"\r\n'
+    "4,333 1234567,duplicate: same number (+393331234567) as line 2\r\n"
     '6,+39 333 12345,"not a valid number (+39, IT)"\r\n'
     "7,forse,unclear consent: use yes/y/true/1/x/si/oui/ja or no/n/false/0/empty\r\n"
     "8,,no phone number\r\n"
