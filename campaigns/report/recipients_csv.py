@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any, TextIO
 
 import sqlalchemy as sa
@@ -61,8 +60,17 @@ def _replies_subquery(campaign_id: int) -> Any:
     return latest, optout
 
 
+def iso_text(column: Any, dialect: str) -> Any:
+    """A timestamp column as ISO 8601 UTC text made by the database (no Python datetime per cell)."""
+    if dialect == "sqlite":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
+        text = sa.type_coerce(column, sa.String())
+        return sa.case((text.is_(None), None), else_=sa.func.replace(text, " ", "T") + "+00:00")
+    return sa.func.to_char(sa.func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+
+
 def recipient_rows(engine: Engine, campaign_id: int) -> Iterator[list[Any]]:
     """The CSV rows (without the header), in ledger order, fetched in batches."""
+    dialect = engine.dialect.name
     latest, optout = _replies_subquery(campaign_id)
     reply = INBOUND.alias("reply")
     query = (
@@ -73,11 +81,11 @@ def recipient_rows(engine: Engine, campaign_id: int) -> Iterator[list[Any]]:
             MESSAGE.c.wamid,
             MESSAGE.c.error_code,
             MESSAGE.c.error_title,
-            MESSAGE.c.accepted_at,
-            MESSAGE.c.sent_at,
-            MESSAGE.c.delivered_at,
-            MESSAGE.c.read_at,
-            MESSAGE.c.failed_at,
+            iso_text(MESSAGE.c.accepted_at, dialect),
+            iso_text(MESSAGE.c.sent_at, dialect),
+            iso_text(MESSAGE.c.delivered_at, dialect),
+            iso_text(MESSAGE.c.read_at, dialect),
+            iso_text(MESSAGE.c.failed_at, dialect),
             MESSAGE.c.pricing_category,
             MESSAGE.c.billable,
             reply.c.text,
@@ -95,19 +103,35 @@ def recipient_rows(engine: Engine, campaign_id: int) -> Iterator[list[Any]]:
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=FETCH_ROWS).execute(query)
         for row in result:
-            yield [_cell(value) for value in row[:-1]] + ["yes" if row[-1] else ""]
+            yield _csv_row(row)
 
 
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, str):
-        return neutralize_formula(value)
-    return value
+def _text(value: str | None) -> str:
+    return neutralize_formula(value) if value else ""
+
+
+def _csv_row(row: Any) -> list[Any]:
+    """One recipient's cells: text that came from outside (platform, users, CSV imports) neutralised."""
+    (phone, state, skip, wamid, code, title, accepted, sent, delivered, read, failed, category, billable,
+     reply, payload, opted) = row  # fmt: skip
+    return [
+        _text(phone),
+        state,
+        _text(skip),
+        _text(wamid),
+        "" if code is None else code,
+        _text(title),
+        accepted or "",
+        sent or "",
+        delivered or "",
+        read or "",
+        failed or "",
+        _text(category),
+        "" if billable is None else ("yes" if billable else "no"),
+        _text(reply),
+        _text(payload),
+        "yes" if opted else "",
+    ]
 
 
 def write_recipients_csv(engine: Engine, campaign_id: int, out: TextIO) -> int:

@@ -182,6 +182,8 @@ def test_the_csv_has_one_row_per_recipient_and_neutralises_formulas(
     first = rows[0]
     assert first["reply"] == '\'=HYPERLINK("http://x")'
     assert (first["state"], first["billable"], first["pricing_category"]) == ("read", "yes", "marketing")
+    assert first["read_at"] == "2026-11-20T09:00:30.000000+00:00"
+    assert datetime.fromisoformat(first["read_at"]) == START + timedelta(seconds=30)
     assert rows[1]["opted_out"] == "yes" and rows[1]["button_payload"] == "STOP"
     assert (rows[6]["state"], rows[6]["error_code"]) == ("failed", "131049")
     assert rows[11]["skip_reason"] == "suppressed"
