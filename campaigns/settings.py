@@ -167,6 +167,7 @@ class DispatchSettings(_Section):
     throttle_recovery_s: float = Field(gt=0)
     shutdown_grace_s: float = Field(ge=0)
     control_poll_s: float = Field(gt=0)
+    arrival_guard_ms: float = Field(default=50.0, ge=0)
 
 
 class WebhookSettings(_Section):
