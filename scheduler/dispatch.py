@@ -52,14 +52,15 @@ from campaigns.exceptions import (
     UserError,
 )
 from campaigns.models import CampaignRun, CampaignState
-from campaigns.settings import SenderSettings, Settings
+from campaigns.settings import Settings
 from scheduler import backoff, control, ledger
 from scheduler.budget import TierBudget, TierChoice, claim_within_budget, resolve_tier
 from scheduler.ledger import ClaimedRow, Outcome, OutcomeKind
+from scheduler.pace import Permit
+from scheduler.pace import SenderPace as SenderPace  # re-exported for scheduler.dispatch_runner
+from scheduler.pace import make_pace as make_pace
 from scheduler.pairs import PairSpacer
 from scheduler.providers.base import Provider
-from scheduler.ratelimit import RateLimiter
-from scheduler.throttle import ThrottleController
 from scheduler.writer import ContactAction, ResultWriter, ThrottleNote
 
 log = logging.getLogger(__name__)
@@ -207,46 +208,6 @@ class RunReport:
         }
 
 
-class SenderPace:
-    """One sender's limiter and its adaptive throttle: what every send start waits on.
-
-    Shared by every campaign a process sends for that sender (`scheduler.dispatch_runner`).
-    """
-
-    def __init__(self, controller: ThrottleController) -> None:
-        self.controller = controller
-
-    @property
-    def rate_per_s(self) -> float:
-        """The rate in force now (below the target after throttling)."""
-        return self.controller.limiter.rate_per_s
-
-    @property
-    def target_rate_per_s(self) -> float:
-        return self.controller.target_rate_per_s
-
-    async def acquire(self) -> float:
-        """Wait for a permit; returns its time on the limiter's clock."""
-        return await self.controller.acquire()
-
-    def throttled(self, *, started_at_s: float, retry_after_s: float | None) -> None:
-        """The platform throttled a request that started at `started_at_s`: slow the sender down."""
-        self.controller.on_throttled(started_at_s=started_at_s, retry_after_s=retry_after_s)
-
-    def pause(self, seconds: float) -> None:
-        """Let no request of this sender start for `seconds` (maintenance)."""
-        limiter = self.controller.limiter
-        limiter.pause_until(limiter.next_start_s() + seconds)
-
-
-def make_pace(settings: Settings, sender: SenderSettings) -> SenderPace:
-    """The pace of one sender from the settings (rate, burst, throttle reaction)."""
-    rate_per_s = settings.sender_rate_per_s(sender)
-    limiter = RateLimiter(rate_per_s=rate_per_s, burst=settings.throughput.burst)
-    controller = ThrottleController.from_settings(limiter, settings.dispatch, target_rate_per_s=rate_per_s)
-    return SenderPace(controller)
-
-
 class Dispatcher:
     """Runs one campaign until it is done, paused, out of budget, stopped or broken (module docstring)."""
 
@@ -284,9 +245,13 @@ class Dispatcher:
         self.budget: TierBudget | None = None
         self.tier: TierChoice | None = None
         self._ready: deque[ClaimedRow] = deque()
+        self._claiming: asyncio.Future[list[ClaimedRow]] | None = None
         self._in_flight: dict[asyncio.Task[None], ClaimedRow] = {}
-        self._started_at_s: dict[int, float] = {}
-        self._slots = asyncio.Semaphore(self.dispatch.max_in_flight)
+        self._permits: dict[int, Permit] = {}
+        #: Never more sends in flight than the provider has connections (they would queue inside
+        #: aiohttp and leave in a bunch, defeating the limiter's spacing).
+        self.max_in_flight = min(self.dispatch.max_in_flight, getattr(provider, "pool_limit", 1 << 30))
+        self._slots = asyncio.Semaphore(self.max_in_flight)
         self._halted = asyncio.Event()
         self._reason: StopReason | None = None
         self._message = ""
@@ -405,10 +370,21 @@ class Dispatcher:
             await self._start_send(row)
 
     async def _next_row(self) -> ClaimedRow | None:
+        """The next claimed row; claims ahead in the background so sending never waits on the database.
+
+        A claim starts when fewer than half a batch is ready and asks for what tops it up to one
+        batch, so claimed-but-unsent rows never exceed one claim batch.
+        """
         target = self._claim_size()
-        if len(self._ready) < max(1, target // 2) and not self.halted:
-            rows = await asyncio.to_thread(self._claim, target - len(self._ready))
-            self._ready.extend(rows)
+        if self._claiming is None and len(self._ready) < max(1, target // 2) and not self.halted:
+            self._claiming = asyncio.ensure_future(asyncio.to_thread(self._claim, target - len(self._ready)))
+        if self._claiming is not None and (self._claiming.done() or not self._ready):
+            # Never cancelled: the claim commits in its thread whatever happens to this task.
+            claimed = await asyncio.shield(self._claiming)
+            self._claiming = None
+            self._ready.extend(claimed)
+            if not claimed and not self._ready:
+                return None
         return self._ready.popleft() if self._ready else None
 
     def _claim_size(self) -> int:
@@ -439,14 +415,14 @@ class Dispatcher:
             return
         if not self._slots.locked():
             await self._slots.acquire()
-        permit = asyncio.ensure_future(self.pace.acquire())
-        if not await self._until_halted(permit):
+        acquiring = asyncio.ensure_future(self.pace.acquire())
+        if not await self._until_halted(acquiring):
             self._slots.release()
             self._release(row)
             return
         self.pairs.mark(row.phone, time.monotonic())
         self.stats.count_start(time.time())
-        self._started_at_s[row.id] = permit.result()
+        self._permits[row.id] = acquiring.result()
         task = asyncio.create_task(self._send(row), name=f"send-{row.id}")
         self._in_flight[task] = row
         task.add_done_callback(self._sent)
@@ -471,7 +447,7 @@ class Dispatcher:
     def _sent(self, task: asyncio.Task[None]) -> None:
         row = self._in_flight.pop(task, None)
         if row is not None:
-            self._started_at_s.pop(row.id, None)
+            self._permits.pop(row.id, None)
         self._slots.release()
 
     # ---------------------------------------------------------------- idle
@@ -528,14 +504,23 @@ class Dispatcher:
             self._outcome(row, OutcomeKind.UNKNOWN, error_title="in flight when the run was forced to stop")
             raise
         except PlatformError as exc:
+            if not isinstance(exc, OutcomeUnknownError):
+                self._landed(row)
             self._on_error(row, exc)
         except Exception as exc:  # a defect, not an answer: the request may have gone out
             log.exception("unexpected error sending message %s", row.id)
             self._outcome(row, OutcomeKind.UNKNOWN, error_title=f"{type(exc).__name__}: {exc}")
             self._halt(StopReason.ERROR, f"unexpected error while sending: {type(exc).__name__}: {exc}")
         else:
+            self._landed(row)
             self.stats.accepted += 1
             self._outcome(row, OutcomeKind.ACCEPTED, wamid=result.wamid, message_status=result.message_status)
+
+    def _landed(self, row: ClaimedRow) -> None:
+        """An answer came back: the request reached the platform by now (see `scheduler.pace`)."""
+        permit = self._permits.get(row.id)
+        if permit is not None:
+            permit.landed()
 
     def _on_error(self, row: ClaimedRow, exc: PlatformError) -> None:
         for cls, handler in _ERROR_HANDLERS:
@@ -573,7 +558,8 @@ class Dispatcher:
     def _on_throttled(self, row: ClaimedRow, exc: PlatformError) -> None:
         retry_after_s = getattr(exc, "retry_after_s", None)
         self.stats.throttled += 1
-        started_at_s = self._started_at_s.get(row.id, -math.inf)
+        permit = self._permits.get(row.id)
+        started_at_s = -math.inf if permit is None else permit.start_s
         self.pace.throttled(started_at_s=started_at_s, retry_after_s=retry_after_s)
         self.writer.put(
             ThrottleNote(
@@ -682,6 +668,9 @@ class Dispatcher:
     # ----------------------------------------------------------- shutdown
     async def _shutdown(self, *, grace_s: float) -> None:
         """Give unsent claims back, let in-flight requests finish (bounded), write every result."""
+        if self._claiming is not None:
+            self._ready.extend(await asyncio.shield(self._claiming))
+            self._claiming = None
         while self._ready:
             self._release(self._ready.popleft())
         late = set(self._in_flight)
