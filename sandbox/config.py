@@ -20,8 +20,9 @@ class WebhookTiming:
     read_share: float = 0.6
     #: A delivered status sent twice.
     duplicate_share: float = 0.05
-    #: `read` emitted before `delivered`.
+    #: `read` emitted before `delivered` (which follows `out_of_order_gap_s` later).
     out_of_order_share: float = 0.03
+    out_of_order_gap_s: float = 0.3
     #: `read` without any `delivered` at all.
     skip_delivered_share: float = 0.02
     #: Statuses gathered into one POST at most, and how long the emitter waits to fill one.

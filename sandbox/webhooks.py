@@ -118,7 +118,11 @@ def plan_statuses(
         return [*plan, read]
     if anomaly < timing.skip_delivered_share + timing.out_of_order_share:
         counts.out_of_order_planned += 1
-        return [*plan, PlannedStatus(delivered_s, read.status), PlannedStatus(delivered_s + 0.3, delivered)]
+        return [
+            *plan,
+            PlannedStatus(delivered_s, read.status),
+            PlannedStatus(delivered_s + timing.out_of_order_gap_s, delivered),
+        ]
     twice = _delivered_maybe_twice(delivered, delivered_s, rng=rng, timing=timing, counts=counts)
     return [*plan, *twice, read]
 

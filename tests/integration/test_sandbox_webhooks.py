@@ -146,7 +146,7 @@ async def test_a_share_of_delivered_statuses_arrives_twice() -> None:
 
 
 async def test_read_can_arrive_before_delivered() -> None:
-    timing = dataclasses.replace(FAST, out_of_order_share=1.0, delivered_delay_s=(0.1, 0.1), batch_wait_s=0.0)
+    timing = dataclasses.replace(FAST, out_of_order_share=1.0, out_of_order_gap_s=1.0, batch_wait_s=0.0)
     async with (
         receiving() as receiver,
         running_sandbox(config_for(receiver, webhook=timing)) as sb,
