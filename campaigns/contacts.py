@@ -377,7 +377,7 @@ class _BatchWriter:
         if not records:
             return []
         query = sa.select(self.seen.c.phone, self.seen.c.line).where(
-            self.seen.c.phone.in_([r.phone for r in records])
+            _one_of(self.conn, self.seen.c.phone, [r.phone for r in records])
         )
         earlier: dict[str, int] = {phone: line for phone, line in self.conn.execute(query)}
         duplicates = [_duplicate(r, first_line=earlier[r.phone]) for r in records if r.phone in earlier]
@@ -408,12 +408,22 @@ class _BatchWriter:
             sa.literal(self.list_id, sa.Integer()),
             _contact.c.id,
             sa.literal(self.now, UTCDateTime()),
-        ).where(_contact.c.phone.in_(phones))
+        ).where(_one_of(self.conn, _contact.c.phone, phones))
         stmt = _insert(self.conn)(_member).from_select(["list_id", "contact_id", "added_at"], members)
         self.conn.execute(stmt.on_conflict_do_nothing())
 
     def close(self) -> None:
         self.seen.drop(self.conn)
+
+
+def _one_of(conn: Connection, column: Any, phones: list[str]) -> Any:
+    """``column IN (...)``; on PostgreSQL ``column = ANY(array)``, one parameter instead of thousands.
+
+    PostgreSQL plans an IN list of 2,000 parameters slowly (a third of a batch's time, measured).
+    """
+    if conn.dialect.name == "sqlite":
+        return column.in_(phones)
+    return column == sa.any_(sa.bindparam(None, phones, type_=postgresql.ARRAY(sa.String())))
 
 
 def _sql_literal(conn: Connection, value: datetime) -> Any:
@@ -426,7 +436,9 @@ def _sql_literal(conn: Connection, value: datetime) -> Any:
 
 def _opted_out_flags(conn: Connection, phones: list[str]) -> dict[str, bool]:
     """For the numbers among `phones` that are contacts: whether each has opted out."""
-    query = sa.select(_contact.c.phone, _contact.c.suppressed_at).where(_contact.c.phone.in_(phones))
+    query = sa.select(_contact.c.phone, _contact.c.suppressed_at).where(
+        _one_of(conn, _contact.c.phone, phones)
+    )
     return {phone: suppressed_at is not None for phone, suppressed_at in conn.execute(query)}
 
 
