@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -18,17 +19,26 @@ pytestmark = pytest.mark.skipif(not SPEC.exists(), reason=f"Meta's OpenAPI spec 
 
 
 @functools.cache
-def webhook_validator() -> Any:
-    import jsonschema
+def _registry() -> Any:
     import yaml
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT202012
 
     spec = yaml.load(SPEC.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     resource = Resource.from_contents(spec, default_specification=DRAFT202012)
-    registry = Registry().with_resource("urn:meta-spec", resource)
-    schema = {"$ref": "urn:meta-spec#/components/schemas/WebhookPayload"}
-    return jsonschema.Draft202012Validator(schema, registry=registry)
+    return Registry().with_resource("urn:meta-spec", resource)
+
+
+def validator_for(pointer: str) -> Any:
+    """A validator for the schema at a JSON pointer of the spec (path segments escaped)."""
+    import jsonschema
+
+    escaped = "/".join(quote(part.replace("~", "~0").replace("/", "~1")) for part in pointer)
+    return jsonschema.Draft202012Validator({"$ref": f"urn:meta-spec#/{escaped}"}, registry=_registry())
+
+
+def webhook_validator() -> Any:
+    return validator_for(["components", "schemas", "WebhookPayload"])
 
 
 async def test_every_status_webhook_validates_against_the_specs_webhook_payload() -> None:
@@ -106,3 +116,27 @@ def test_the_validator_rejects_a_status_without_recipient_id() -> None:
         ],
     }
     assert not webhook_validator().is_valid(bad)
+
+
+async def test_the_send_success_body_validates_against_the_specs_message_response() -> None:
+    async with running_sandbox(SandboxConfig()) as sb, client_for(sb) as client:
+        answer = await client.send(spring_sale("+393471234567"))
+    validator = validator_for(["components", "schemas", "MessageResponsePayload"])
+    assert answer.status == 200
+    assert not list(validator.iter_errors(answer.body))
+
+
+async def test_every_templates_listing_page_validates_against_the_specs_listing_response() -> None:
+    path = ["paths", "/{Version}/{WABA-ID}/message_templates", "get", "responses", "200", "content"]
+    validator = validator_for([*path, "application/json", "schema"])
+    async with running_sandbox(SandboxConfig()) as sb, client_for(sb) as client:
+        pages = [await client.get(f"/v23.0/{sb.config.waba_id}/message_templates", limit="3")]
+        while "next" in pages[-1].body.get("paging", {}):
+            after = pages[-1].body["paging"]["cursors"]["after"]
+            pages.append(
+                await client.get(f"/v23.0/{sb.config.waba_id}/message_templates", limit="3", after=after)
+            )
+    assert len(pages) == 4
+    for page in pages:
+        errors = list(validator.iter_errors(page.body))
+        assert not errors, errors[0].message
