@@ -222,6 +222,7 @@ class Dispatcher:
         pace: SenderPace | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         now: Callable[[], datetime] = utcnow,
+        announce: Callable[[str], None] | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
@@ -231,6 +232,9 @@ class Dispatcher:
         self.stop = stop or asyncio.Event()
         self.pace = pace or make_pace(settings, self.sender)
         self.on_progress = on_progress
+        self.announce = announce or (lambda line: log.info("%s", line))
+        #: The report of a run that was forced to stop (run() raised CancelledError).
+        self.last_report: RunReport | None = None
         self.now = now
         self.owner = ledger.new_owner()
         self.dispatch = settings.dispatch
@@ -275,13 +279,21 @@ class Dispatcher:
             await self._supervise(pump, [writer_task, *helpers])
             await self._shutdown(grace_s=self.dispatch.shutdown_grace_s)
         except asyncio.CancelledError:
-            self._halt(StopReason.SIGNAL, "forced stop")
-            await asyncio.shield(self._shutdown(grace_s=0))
+            self._halt(StopReason.SIGNAL, "forced stop: requests in flight are unknown")
+            await asyncio.shield(self._forced_stop([pump, *helpers]))
             raise
         finally:
             for task in [pump, *helpers]:
                 task.cancel()
         return await asyncio.to_thread(self._finish)
+
+    async def _forced_stop(self, tasks: list[asyncio.Task[None]]) -> None:
+        """A second Ctrl-C: stop at once, but still write every result and the campaign's state."""
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._shutdown(grace_s=0)
+        self.last_report = await asyncio.to_thread(self._finish)
 
     async def _supervise(self, pump: asyncio.Task[None], helpers: list[asyncio.Task[None]]) -> None:
         """Wait for the send loop; a helper that dies halts the run (never half-alive)."""
@@ -320,6 +332,13 @@ class Dispatcher:
             )
         await asyncio.to_thread(self._recover_and_sweep)
         self.tier = await resolve_tier(settings=self.settings, sender=self.sender, provider=self.provider)
+        self.announce(_describe_tier(self.tier))
+        if self._recovered:
+            self.announce(
+                f"{self._recovered} rows were in flight when a previous run stopped: they are `unknown` "
+                f"now (status webhooks settle them; `wacamp campaigns resolve {ref.name} --resend-unknown` "
+                "resends the rest)"
+            )
         self.budget = TierBudget(
             portfolio=self.sender.portfolio,
             limit=self.tier.limit,
@@ -340,8 +359,6 @@ class Dispatcher:
             ledger.defer_marketing_limited(conn, campaign_id=self.campaign.id, now=now)
             queue = ledger.queue_state(conn, campaign_id=self.campaign.id, now=now)
         self._remaining_at_start = queue.due + queue.later
-        if self._recovered:
-            log.warning("%d rows were in flight when a previous run stopped: now unknown", self._recovered)
 
     def _start_run(self) -> None:
         now = self.now()
@@ -739,6 +756,13 @@ class Dispatcher:
         )
 
 
+def _describe_tier(tier: TierChoice) -> str:
+    size = "unlimited" if tier.limit is None else f"{tier.limit:,} unique recipients per window"
+    if tier.source.startswith("fallback"):
+        return f"messaging tier {tier.name} ({size}): {tier.source}"
+    return f"messaging tier {tier.name} ({size}, from the {tier.source})"
+
+
 Handler = Callable[[Dispatcher, ClaimedRow, PlatformError], None]
 
 #: Most specific first: the first class that matches handles the error.
@@ -754,3 +778,72 @@ _ERROR_HANDLERS: tuple[tuple[type[PlatformError], Handler], ...] = (
     (SenderFatalError, Dispatcher._on_sender_fatal),
     (OutcomeUnknownError, Dispatcher._on_unknown),
 )
+
+
+@dataclass(frozen=True)
+class RunPreview:
+    """What `campaigns run --dry-run` says a run would do now, without sending or writing anything."""
+
+    campaign: str
+    state: str
+    due: int
+    later: int
+    next_due_at: datetime | None
+    tier: TierChoice
+    budget_remaining: int | None
+    would_send: int
+    rate_per_s: float
+    counts: dict[str, int]
+
+    @property
+    def eta_s(self) -> float:
+        return self.would_send / self.rate_per_s if self.rate_per_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The preview as JSON-ready data."""
+        return {
+            "campaign": self.campaign,
+            "state": self.state,
+            "due": self.due,
+            "later": self.later,
+            "next_due_at": self.next_due_at.isoformat() if self.next_due_at else None,
+            "tier": {"name": self.tier.name, "limit": self.tier.limit, "source": self.tier.source},
+            "budget_remaining": self.budget_remaining,
+            "would_send": self.would_send,
+            "rate_per_s": self.rate_per_s,
+            "eta_s": round(self.eta_s, 1),
+            "counts": self.counts,
+        }
+
+
+async def preview_run(
+    *, engine: Engine, settings: Settings, campaign: control.CampaignRef, provider: Provider | None
+) -> RunPreview:
+    """A dry run: the queue, the tier budget and how long sending would take (reads only).
+
+    `would_send` counts every due row against the budget, so it can only be too low (recipients
+    already counted or in a service window cost nothing).
+    """
+    sender = settings.sender(campaign.sender_name)
+    tier = await resolve_tier(settings=settings, sender=sender, provider=provider)
+    budget = TierBudget(
+        portfolio=sender.portfolio, limit=tier.limit, window_s=settings.limits.tier_window_h * 3600
+    )
+    now = utcnow()
+    with engine.connect() as conn:
+        queue = ledger.queue_state(conn, campaign_id=campaign.id, now=now)
+        remaining = budget.remaining(conn, now)
+        counts = ledger.counts_by_state(conn, campaign_id=campaign.id)
+    would_send = queue.due if remaining is None else min(queue.due, remaining)
+    return RunPreview(
+        campaign=campaign.name,
+        state=campaign.state,
+        due=queue.due,
+        later=queue.later,
+        next_due_at=queue.next_due_at,
+        tier=tier,
+        budget_remaining=remaining,
+        would_send=would_send,
+        rate_per_s=settings.sender_rate_per_s(sender),
+        counts=counts,
+    )

@@ -16,6 +16,7 @@ from campaigns.cli import (
     followup_cmd,
     ops_cmd,
     report_cmd,
+    run_cmd,
     sandbox_cmd,
     schedule_cmd,
     templates_cmd,
@@ -68,6 +69,7 @@ for _command in report_cmd.COMMANDS:
     cli.add_command(_command)
 campaigns_cmd.campaigns_group.add_command(schedule_cmd.schedule_command)
 campaigns_cmd.campaigns_group.add_command(followup_cmd.retry_command)
+run_cmd.register(campaigns_cmd.campaigns_group)
 
 
 def main() -> None:
