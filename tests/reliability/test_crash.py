@@ -1,0 +1,207 @@
+"""kill -9 of the sending commands at seeded random moments, each followed by a restart.
+
+After the last restart: no recipient got the same content twice at the sandbox (its
+`/_sandbox/stats`), every recipient the sandbox accepted has a row that says so (accepted, or
+`unknown` for a request cut off by the kill), no row says accepted without the sandbox having
+accepted it, and no row is left `sending`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from campaigns.dbtypes import utcnow
+from tests.reliability.crashing import CrashLog, crash_repeatedly, run_due_until_completed
+from tests.reliability.record import record
+from tests.reliability.support import ServedSandbox, audit, run, served_sandbox, start
+from tests.scheduling_support import campaign_state, make_campaign, phones, sandbox_env, sandbox_settings
+
+QUICK_KILLS = 4
+SLOW_KILLS = 30
+
+
+def env_for(sandbox: ServedSandbox, sqlite_url: str) -> dict[str, str]:
+    return {
+        **sandbox_env(sandbox.base_url, WACAMP_RATE_PER_S="100"),
+        "WACAMP_DATABASE_URL": sqlite_url,
+        # a killed run's claims block its campaign until their lease expires: keep that short
+        "WACAMP_DISPATCH__LEASE_S": "2",
+    }
+
+
+def recipients_for(kills: int) -> list[str]:
+    return phones(100 + 60 * kills)
+
+
+async def check(engine: Engine, campaign_id: int, sandbox: ServedSandbox, log: CrashLog, total: int) -> None:
+    stats = await sandbox.stats()
+    result = audit(engine, [campaign_id], stats)
+    record("crash_points", log.kills)
+    record("crash_points_mid_send", log.mid_send)
+    record("crash_points_during_start", log.during_start)
+    record("restarts", log.restarts)
+    record("recipients_checked", total)
+    record("duplicates", result.duplicates)
+    record("unrecorded", len(result.unrecorded) + len(result.phantom) + len(result.unsettled))
+    record("unknown_after_crash", result.by_state["unknown"])
+    assert log.kills >= 1, log
+    assert result.clean, (result, log.moments)
+    assert sum(result.by_state.values()) == total
+    assert set(result.by_state) <= {"accepted", "unknown"}, result.by_state
+    accepted, unknown = result.by_state["accepted"], result.by_state["unknown"]
+    assert accepted <= stats["accepted"] == len(stats["accepted_per_recipient"]) <= accepted + unknown
+
+
+async def crash_run_due(engine: Engine, sqlite_url: str, tmp_path: Path, *, kills: int, seed: int) -> None:
+    async with served_sandbox("--mps", "0", "--pair-spacing-s", "0", cwd=tmp_path) as sandbox:
+        env = env_for(sandbox, sqlite_url)
+        recipients = recipients_for(kills)
+        cid = make_campaign(
+            engine,
+            sandbox_settings(sandbox.base_url),
+            name="crash",
+            recipients=recipients,
+            scheduled_at=utcnow(),
+        )
+        log = await crash_repeatedly(
+            ["run-due"], env=env, cwd=tmp_path, engine=engine, campaign_id=cid, kills=kills, seed=seed
+        )
+        await run_due_until_completed(env=env, cwd=tmp_path, engine=engine, campaign_id=cid)
+        await check(engine, cid, sandbox, log, len(recipients))
+
+
+async def test_run_due_killed_at_random_moments_then_restarted_sends_nobody_twice_and_loses_nobody(
+    sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
+) -> None:
+    await crash_run_due(sqlite_engine, sqlite_url, tmp_path, kills=QUICK_KILLS, seed=1)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+async def test_run_due_killed_thirty_times_then_restarted_sends_nobody_twice_and_loses_nobody(
+    sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
+) -> None:
+    await crash_run_due(sqlite_engine, sqlite_url, tmp_path, kills=SLOW_KILLS, seed=2)
+
+
+async def wait_serving(log_file: Path, worker: asyncio.subprocess.Process) -> None:
+    """Until the worker logged where it serves /metrics (its signal handlers are in place by then)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert worker.returncode is None, "the worker died"
+        if log_file.exists() and "metrics_url" in log_file.read_text():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the worker never said where it serves")
+
+
+async def finish_with_worker(engine: Engine, campaign_id: int, *, env: dict[str, str], cwd: Path) -> None:
+    """A worker left running until the campaign completes, then stopped with SIGTERM (exit 0)."""
+    log_file = cwd / "final-worker.log"
+    worker = await start(
+        "worker",
+        "--poll-s",
+        "0.2",
+        "--metrics-port",
+        "0",
+        "--log-format",
+        "json",
+        "--log-file",
+        str(log_file),
+        env=env,
+        cwd=cwd,
+    )
+    await wait_serving(log_file, worker)
+    deadline = time.monotonic() + 90
+    while campaign_state(engine, campaign_id) != "completed" and time.monotonic() < deadline:
+        assert worker.returncode is None, "the worker died"
+        await asyncio.sleep(0.1)
+    worker.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(worker.communicate(), timeout=60)
+    assert worker.returncode == 0, err.decode()[-2000:]
+    assert campaign_state(engine, campaign_id) == "completed"
+
+
+async def crash_worker(engine: Engine, sqlite_url: str, tmp_path: Path, *, kills: int, seed: int) -> None:
+    async with served_sandbox("--mps", "0", "--pair-spacing-s", "0", cwd=tmp_path) as sandbox:
+        env = env_for(sandbox, sqlite_url)
+        recipients = recipients_for(kills)
+        cid = make_campaign(
+            engine,
+            sandbox_settings(sandbox.base_url),
+            name="crash",
+            recipients=recipients,
+            scheduled_at=utcnow(),
+        )
+        args = ["worker", "--poll-s", "0.2", "--metrics-port", "0"]
+        log = await crash_repeatedly(
+            args, env=env, cwd=tmp_path, engine=engine, campaign_id=cid, kills=kills, seed=seed
+        )
+        await finish_with_worker(engine, cid, env=env, cwd=tmp_path)
+        await check(engine, cid, sandbox, log, len(recipients))
+
+
+async def test_the_worker_killed_at_random_moments_then_restarted_sends_nobody_twice_and_loses_nobody(
+    sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
+) -> None:
+    await crash_worker(sqlite_engine, sqlite_url, tmp_path, kills=QUICK_KILLS, seed=3)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+async def test_the_worker_killed_thirty_times_then_restarted_sends_nobody_twice_and_loses_nobody(
+    sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
+) -> None:
+    await crash_worker(sqlite_engine, sqlite_url, tmp_path, kills=SLOW_KILLS, seed=4)
+
+
+async def campaigns_run_exists(tmp_path: Path) -> bool:
+    code, _, _ = await run("campaigns", "run", "--help", env={}, cwd=tmp_path)
+    return code == 0
+
+
+async def crash_campaigns_run(
+    engine: Engine, sqlite_url: str, tmp_path: Path, *, kills: int, seed: int
+) -> None:
+    if not await campaigns_run_exists(tmp_path):
+        pytest.skip("`wacamp campaigns run` is not in this build")
+    async with served_sandbox("--mps", "0", "--pair-spacing-s", "0", cwd=tmp_path) as sandbox:
+        env = env_for(sandbox, sqlite_url)
+        recipients = recipients_for(kills)
+        cid = make_campaign(engine, sandbox_settings(sandbox.base_url), name="crash", recipients=recipients)
+        log = await crash_repeatedly(
+            ["campaigns", "run", "crash"],
+            env=env,
+            cwd=tmp_path,
+            engine=engine,
+            campaign_id=cid,
+            kills=kills,
+            seed=seed,
+        )
+        for _ in range(40):
+            code, _, err = await run("campaigns", "run", "crash", env=env, cwd=tmp_path)
+            assert code in (0, 75), err
+            if campaign_state(engine, cid) == "completed":
+                break
+            await asyncio.sleep(0.5)
+        await check(engine, cid, sandbox, log, len(recipients))
+
+
+async def test_campaigns_run_killed_at_random_moments_then_run_again_sends_nobody_twice_and_loses_nobody(
+    sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
+) -> None:
+    await crash_campaigns_run(sqlite_engine, sqlite_url, tmp_path, kills=QUICK_KILLS, seed=5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+async def test_campaigns_run_killed_thirty_times_then_run_again_sends_nobody_twice_and_loses_nobody(
+    sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
+) -> None:
+    await crash_campaigns_run(sqlite_engine, sqlite_url, tmp_path, kills=SLOW_KILLS, seed=6)
