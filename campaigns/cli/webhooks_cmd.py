@@ -62,7 +62,7 @@ async def _serve(server: WebhookServer) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with server:
         err_console.print(f"webhooks: listening on {server.url} (Ctrl-C stops)")
-        await stop.wait()
+        await server.wait_stopped(stop)
         err_console.print("webhooks: stopping: finishing requests in flight, processing what was stored")
     err_console.print(
         f"webhooks: stored {server.writer.stored} bodies, processed {server.processed.rows} rows"

@@ -213,18 +213,36 @@ def process_pending(
 
 
 async def run_processor(
-    engine: Engine, settings: Settings, *, stop: asyncio.Event, idle_poll_s: float = 0.1
+    engine: Engine,
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    idle_poll_s: float = 0.1,
+    db_retry_s: float = 1.0,
 ) -> ProcessResult:
-    """Process the inbox in the background (in a worker thread) until `stop` is set, then drain it."""
+    """Process the inbox in the background (in a worker thread) until `stop` is set, then drain it.
+
+    A database that is briefly unavailable (locked, restarting) is logged and retried after
+    `db_retry_s`: nothing is lost, the rows stay pending. Any other error ends the task.
+    """
     total = ProcessResult()
     while not stop.is_set():
-        result = await asyncio.to_thread(process_batch, engine, settings)
+        try:
+            result = await asyncio.to_thread(process_batch, engine, settings)
+        except sa.exc.OperationalError as exc:
+            log.warning("webhook processing: database unavailable, retrying: %s", exc.orig)
+            result = ProcessResult()
+            await _sleep_unless(stop, db_retry_s)
         total.add(result)
         if result.rows == 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=idle_poll_s)
+            await _sleep_unless(stop, idle_poll_s)
     total.add(await asyncio.to_thread(process_pending, engine, settings))
     return total
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
 class _Applier:

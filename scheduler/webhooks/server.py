@@ -164,6 +164,17 @@ class WebhookServer:
             with contextlib.suppress(asyncio.CancelledError):
                 self.processed = await self._processor
 
+    async def wait_stopped(self, stop: asyncio.Event) -> None:
+        """Wait for `stop`; raise if the background processor died first (a half-alive receiver is worse)."""
+        waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait(), name="webhooks-stop")]
+        if self._processor is not None:
+            waiters.append(self._processor)
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        waiters[0].cancel()
+        if self._processor is not None and self._processor in done and not stop.is_set():
+            self._processor.result()  # re-raises the processor's error
+            raise RuntimeError("the webhook processor stopped unexpectedly")
+
     async def wait_processed(self, *, timeout_s: float = 10.0) -> None:
         """Wait until every body stored so far has been processed (tests and the demo use it)."""
         async with asyncio.timeout(timeout_s):
