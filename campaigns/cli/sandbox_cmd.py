@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.table import Table
 
-from campaigns.cli.common import AppContext, json_option, pass_app, print_json
+from campaigns.cli.common import AppContext, json_option, out_console, pass_app, print_json
 from campaigns.exceptions import UserError
 from sandbox.config import FAULT_NAMES, SandboxConfig
 from sandbox.samples import sample_contacts_text, sample_templates_text
@@ -152,6 +157,112 @@ def samples_command(out_dir: Path, force: bool, as_json: bool) -> None:
     else:
         for path in written:
             click.echo(path)
+
+
+def _default_url(app: AppContext) -> str:
+    return f"http://{app.settings.sandbox.host}:{app.settings.sandbox.port}"
+
+
+def _call(url: str, *, data: dict[str, Any] | None = None) -> Any:
+    """GET (or POST `data` as JSON to) a sandbox control endpoint; the JSON answer."""
+    body = json.dumps(data).encode() if data is not None else None
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return json.loads(exc.read() or b"{}")
+    except (urllib.error.URLError, OSError) as exc:
+        raise UserError(
+            f"no sandbox answers at {url} ({exc}); start one with `wacamp sandbox serve`"
+        ) from exc
+
+
+url_option = click.option("--url", help="The sandbox's base URL. [default: http://[sandbox] host:port]")
+
+
+@sandbox_group.command("stats")
+@url_option
+@json_option
+@pass_app
+def stats_command(app: AppContext, url: str | None, as_json: bool) -> None:
+    """Show what a running sandbox has seen: acceptances, busiest second, duplicates, errors, webhooks.
+
+    \b
+    Examples:
+      wacamp sandbox stats
+      wacamp sandbox stats --url http://127.0.0.1:8901 --json | jq .errors_by_code
+    """
+    stats = _call(f"{(url or _default_url(app)).rstrip('/')}/_sandbox/stats?per_recipient=0")
+    if as_json:
+        print_json(stats)
+        return
+    table = Table(title="Sandbox", show_header=False)
+    rows = [
+        ("requests", stats["requests"]),
+        ("accepted", stats["accepted"]),
+        (
+            "busiest 1 s window (requests / accepted)",
+            f"{stats['largest_request_window']} / {stats['largest_accepted_window']}",
+        ),
+        ("most accepted in any sliding second", stats["max_accepted_trailing_1s"]),
+        ("duplicates (same content, same recipient)", stats["duplicates"]),
+        ("errors answered, by code", _codes(stats["errors_by_code"])),
+        ("failed later by webhook, by code", _codes(stats["async_failures_by_code"])),
+        ("connections reset after accepting", stats["resets_after_accept"]),
+        ("webhook statuses delivered", _codes(stats["webhooks"]["statuses"])),
+        ("webhook POSTs given up", stats["webhooks"]["posts_given_up"]),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    out_console.print(table)
+
+
+def _codes(counts: dict[str, int]) -> str:
+    return ", ".join(f"{code}: {n}" for code, n in sorted(counts.items())) or "none"
+
+
+@sandbox_group.command("reply")
+@click.argument("number")
+@click.option("--text", help="The user writes this text.")
+@click.option("--stop", "kind", flag_value="stop", help="The user writes STOP.")
+@click.option("--tap", "payload", help="The user taps a quick-reply button with this payload (e.g. STOP).")
+@click.option("--opt-out", "kind", flag_value="user_preferences", help="The user stops marketing messages.")
+@url_option
+@json_option
+@pass_app
+def reply_command(
+    app: AppContext,
+    number: str,
+    text: str | None,
+    kind: str | None,
+    payload: str | None,
+    url: str | None,
+    as_json: bool,
+) -> None:
+    """Make a user of a running sandbox reply; the sandbox sends the matching webhook.
+
+    \b
+    Examples:
+      wacamp sandbox reply +393471234567 --text "Quanto costa?"
+      wacamp sandbox reply +393471234567 --stop
+      wacamp sandbox reply +393471234567 --tap STOP       (answers the last message sent to that number)
+      wacamp sandbox reply +393471234567 --opt-out        (user_preferences stop)
+    """
+    data: dict[str, Any] = {"from": number, "kind": kind or ("button" if payload else "text")}
+    if text is not None:
+        data["text"] = text
+    if payload is not None:
+        data["payload"] = payload
+    answer = _call(f"{(url or _default_url(app)).rstrip('/')}/_sandbox/inbound", data=data)
+    if "error" in answer:
+        raise UserError(f"the sandbox refused it: {answer['error']['error_data']['details']}")
+    if as_json:
+        print_json(answer)
+    elif answer["queued"]:
+        click.echo(f"{answer['field']} webhook queued for {number}")
+    else:
+        click.echo("the sandbox has no --webhook-url: nothing was sent", err=True)
 
 
 def _announce(line: str) -> None:

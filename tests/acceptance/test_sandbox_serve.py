@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -14,7 +15,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import wacamp_executable
-from tests.sandbox_support import spring_sale
+from tests.sandbox_support import receiving, spring_sale
 
 LISTENING = re.compile(r"sandbox listening on (http://\S+)")
 
@@ -111,3 +112,49 @@ def test_the_samples_import_cleanly_with_the_templates_and_contacts_commands(
     again = run_wacamp("sandbox", "samples", "--out", "demo")
     assert again.returncode == 1
     assert "--force" in again.stderr
+
+
+async def test_stats_shows_what_a_running_sandbox_has_seen(start_sandbox, run_wacamp) -> None:  # type: ignore[no-untyped-def]
+    _, base_url = start_sandbox("--mps", "0")
+    async with aiohttp.ClientSession() as session:
+        url = f"{base_url}/v23.0/100000000000001/messages"
+        headers = {"Authorization": "Bearer sandbox-token"}
+        for _ in range(2):  # the second one is refused with 131056
+            async with session.post(url, json=spring_sale("+393471234567"), headers=headers) as r:
+                await r.read()
+    shown = await asyncio.to_thread(run_wacamp, "sandbox", "stats", "--url", base_url, "--json")
+    table = await asyncio.to_thread(run_wacamp, "sandbox", "stats", "--url", base_url)
+    assert shown.returncode == 0, shown.stderr
+    stats = json.loads(shown.stdout)
+    assert (stats["requests"], stats["accepted"], stats["errors_by_code"]) == (2, 1, {"131056": 1})
+    assert "131056: 1" in table.stdout
+
+
+async def test_reply_makes_the_sandbox_send_a_signed_button_tap_webhook(start_sandbox, run_wacamp) -> None:  # type: ignore[no-untyped-def]
+    async with receiving() as receiver:
+        _, base_url = start_sandbox("--webhook-url", receiver.url)
+        async with aiohttp.ClientSession() as session:
+            url = f"{base_url}/v23.0/100000000000001/messages"
+            async with session.post(
+                url, json=spring_sale("+393471234567"), headers={"Authorization": "Bearer sandbox-token"}
+            ) as r:
+                wamid = (await r.json())["messages"][0]["id"]
+        result = await asyncio.to_thread(
+            run_wacamp, "sandbox", "reply", "+393471234567", "--tap", "STOP", "--url", base_url
+        )
+        for _ in range(100):
+            if receiver.changes("messages") and any("messages" in v for v in receiver.changes("messages")):
+                break
+            await asyncio.sleep(0.05)
+    assert result.returncode == 0, result.stderr
+    taps = [m for v in receiver.changes("messages") for m in v.get("messages", [])]
+    assert taps[0]["button"]["payload"] == "STOP"
+    assert taps[0]["context"]["id"] == wamid
+    raw, headers = next((raw, h) for raw, h in receiver.posts if b'"button"' in raw)
+    assert receiver.signature_ok(raw, headers)
+
+
+def test_stats_without_a_running_sandbox_says_how_to_start_one(run_wacamp) -> None:  # type: ignore[no-untyped-def]
+    result = run_wacamp("sandbox", "stats", "--url", "http://127.0.0.1:9")
+    assert result.returncode == 1
+    assert "wacamp sandbox serve" in result.stderr
