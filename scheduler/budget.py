@@ -30,6 +30,7 @@ from campaigns.dbtypes import UTCDateTime, utcnow
 from campaigns.models import TierUsage
 from campaigns.settings import TIER_UNLIMITED, SenderSettings, Settings
 from scheduler import ledger
+from scheduler.leases import lock_portfolio
 from scheduler.ledger import CONTACT, ClaimedRow
 from scheduler.providers.base import Provider
 
@@ -142,11 +143,15 @@ def claim_within_budget(
 ) -> list[ClaimedRow]:
     """Claim up to `limit` rows without letting the claimed recipients exceed the budget.
 
-    Runs inside the caller's write transaction, so the check and the count are one atomic step.
+    Runs inside the caller's write transaction, so the check and the count are one atomic step; a
+    limited budget first takes its portfolio's lock (`scheduler.leases.lock_portfolio`), so claims of
+    one portfolio from several workers on PostgreSQL never both spend the same room.
     While the budget has room for the whole batch it is one plain claim; near the end it first claims
     rows whose recipients cost nothing, then at most `remaining` others.
     """
     common: dict[str, Any] = {"campaign_id": campaign_id, "owner": owner, "now": now, "lease_s": lease_s}
+    if not budget.unlimited:
+        lock_portfolio(conn, budget.portfolio)  # check-and-count one claim at a time per portfolio
     remaining = budget.remaining(conn, now)
     if remaining is None or remaining >= limit:
         rows = ledger.claim(conn, limit=limit, **common)

@@ -19,9 +19,11 @@ the next change of a recipient-local window, so the dispatcher never sends outsi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -29,7 +31,7 @@ from typing import Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from campaigns.db import is_sqlite, write_transaction
+from campaigns.db import write_transaction
 from campaigns.dbtypes import UTCDateTime, utcnow
 from campaigns.models import Campaign, CampaignState, Message, MessageState
 from campaigns.settings import Settings
@@ -87,6 +89,24 @@ Planner = Callable[[int], object]
 
 
 LaneOf = Callable[["DueCampaign"], str]
+
+
+class PassGate(Protocol):
+    """Who may send for a sender now (`scheduler.leases.SenderLeases`: one worker per sender).
+
+    `hold` yields the pass's stop event (set when `stop_event` is, or when the sender must stop), or
+    None when this process may not send for `sender` now (the pass is then skipped as `sender busy`).
+    """
+
+    def hold(
+        self, sender: str, stop_event: asyncio.Event
+    ) -> AbstractAsyncContextManager[asyncio.Event | None]:
+        """Hold `sender` for one pass."""
+        ...
+
+
+#: The outcome of a pass the gate declined: another worker sends for that sender.
+SENDER_BUSY = "sender busy"
 
 
 @dataclass(frozen=True)
@@ -169,20 +189,14 @@ def by_sender(campaign: DueCampaign) -> str:
 
 
 def lanes_for(engine: Engine, settings: Settings) -> LaneOf:
-    """Lanes for a database: per sender on SQLite, per business portfolio on PostgreSQL.
+    """Lanes for a database: one per sender on SQLite and on PostgreSQL.
 
-    The tier budget's check-and-count is atomic on SQLite (claims are BEGIN IMMEDIATE write
-    transactions, one at a time) but not across concurrent PostgreSQL transactions, so two senders
-    of one portfolio must not claim at once there: their campaigns take turns.
+    The tier budget's check-and-count is atomic on both: SQLite's claims are BEGIN IMMEDIATE write
+    transactions, one at a time; PostgreSQL's budgeted claims take the portfolio's advisory lock
+    (`scheduler.leases.lock_portfolio`), so the senders of one portfolio may claim side by side.
     """
-    if is_sqlite(engine):
-        return by_sender
-    portfolios = {sender.name: sender.portfolio for sender in settings.all_senders()}
-
-    def by_portfolio(campaign: DueCampaign) -> str:
-        return portfolios.get(campaign.sender, campaign.sender)
-
-    return by_portfolio
+    del engine, settings
+    return by_sender
 
 
 def _live_lease(now: datetime) -> sa.ColumnElement[bool]:
@@ -320,6 +334,7 @@ async def run_due(
     clock: WallClock = utcnow,
     planner: Planner | None = None,
     lane_of: LaneOf = by_sender,
+    gate: PassGate | None = None,
 ) -> DueSummary:
     """Give every due campaign passes, oldest first, until none is due, `until`, or `stop_event`.
 
@@ -327,13 +342,20 @@ async def run_due(
     after another, the one due the longest first. A lane is a sender by default (each sender has its
     own limiter); see `lanes_for`. The caller holds the send lock (`scheduler.locks.exclusive_lock`).
     A campaign whose pass fails is logged, counted as an error and left alone for the rest of this
-    run; the others go on.
+    run; the others go on. With a `gate` (scale-out), a pass runs only while the gate holds its sender;
+    a campaign whose sender the gate declines is left for the next run.
     """
     summary = DueSummary()
     passes: Counter[int] = Counter()
     lanes: dict[asyncio.Task[PassResult], DueCampaign] = {}
     context = _PassContext(
-        engine=engine, runner=runner, stop_event=stop_event, until=until, clock=clock, planner=planner
+        engine=engine,
+        runner=runner,
+        stop_event=stop_event,
+        until=until,
+        clock=clock,
+        planner=planner,
+        gate=gate,
     )
     while True:
         summary.stopped_by = _stopping(stop_event, until, clock())
@@ -350,7 +372,7 @@ async def run_due(
         for task in done:
             campaign = lanes.pop(task)
             summary.passes.append(task.result())
-            if summary.passes[-1].error is not None:
+            if summary.passes[-1].error is not None or summary.passes[-1].outcome == SENDER_BUSY:
                 passes[campaign.id] = MAX_PASSES_PER_RUN
     with engine.connect() as conn:
         summary.remaining = count_unfinished(conn, now=clock())
@@ -391,9 +413,20 @@ class _PassContext:
     until: datetime | None
     clock: WallClock
     planner: Planner | None
+    gate: PassGate | None = None
 
 
 async def _one_pass(campaign: DueCampaign, ctx: _PassContext) -> PassResult:
+    """The pass, inside the gate when there is one (its stop event then stops the pass)."""
+    if ctx.gate is None:
+        return await _gated_pass(campaign, ctx)
+    async with ctx.gate.hold(campaign.sender, ctx.stop_event) as pass_stop:
+        if pass_stop is None:
+            return PassResult(campaign.id, campaign.name, SENDER_BUSY, sender=campaign.sender)
+        return await _gated_pass(campaign, dataclasses.replace(ctx, stop_event=pass_stop))
+
+
+async def _gated_pass(campaign: DueCampaign, ctx: _PassContext) -> PassResult:
     """Schedule rules (in a thread: they may read many rows), then the dispatcher's pass."""
     engine = ctx.engine
     try:

@@ -103,3 +103,32 @@ def _advisory_lock(engine: Engine, name: str) -> Iterator[None]:
         finally:
             conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
             conn.commit()
+
+
+@contextmanager
+def worker_lock(engine: Engine, name: str = SEND_LOCK) -> Iterator[None]:
+    """The lock a `wacamp worker` holds for its life (scale-out: `scheduler.leases`).
+
+    PostgreSQL: the *shared* form of the send lock (``pg_try_advisory_lock_shared``), so any number
+    of workers run side by side (they share the senders through sender leases) while a `run-due`,
+    which takes the exclusive form, still never sends at the same time. SQLite: the exclusive lock
+    (one process sends per SQLite database).
+    """
+    if is_sqlite(engine):
+        with _file_lock(engine, name):
+            yield
+        return
+    key = advisory_key(name)
+    with engine.connect() as conn:
+        got = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock_shared(:key)"), {"key": key}).scalar())
+        conn.commit()
+        if not got:
+            raise LockedError(
+                f"a wacamp run-due is sending from {safe_url(engine)} "
+                f"(advisory lock {key} is held); this worker exits without sending"
+            )
+        try:
+            yield
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock_shared(:key)"), {"key": key})
+            conn.commit()

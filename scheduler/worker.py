@@ -24,7 +24,7 @@ from aiohttp import web
 from sqlalchemy.engine import Engine
 
 from campaigns.dbtypes import utcnow
-from scheduler.due import DueSummary, LaneOf, Planner, Runner, by_sender, run_due
+from scheduler.due import DueSummary, LaneOf, PassGate, Planner, Runner, by_sender, run_due
 from scheduler.metrics import CONTENT_TYPE, WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class Worker:
         planner: Planner | None = None,
         clock: Callable[[], datetime] = utcnow,
         lane_of: LaneOf = by_sender,
+        gate: PassGate | None = None,
     ) -> None:
         self.engine = engine
         self.runner = runner
@@ -51,6 +52,8 @@ class Worker:
         self.planner = planner
         self.clock = clock
         self.lane_of = lane_of
+        #: Scale-out: the sender leases that let several workers share one PostgreSQL.
+        self.gate = gate
         self.rounds = 0
         self.last_poll: datetime | None = None
         self.running = False
@@ -68,6 +71,7 @@ class Worker:
                     clock=self.clock,
                     planner=self.planner,
                     lane_of=self.lane_of,
+                    gate=self.gate,
                 )
                 self._record(summary)
                 with contextlib.suppress(TimeoutError):

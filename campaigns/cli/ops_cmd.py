@@ -29,9 +29,10 @@ from campaigns.settings import SenderSettings, Settings
 from scheduler.dispatch import Progress
 from scheduler.dispatch_runner import DispatcherRunner
 from scheduler.due import DueSummary, lanes_for, run_due
-from scheduler.locks import exclusive_lock
+from scheduler.locks import exclusive_lock, worker_lock
 from scheduler.metrics import WorkerMetrics
 from scheduler.providers.base import Provider
+from scheduler.scaleout import scale_out_parts
 from scheduler.schedule import parse_duration_s, parse_until
 from scheduler.worker import Worker, build_app, serving
 
@@ -276,15 +277,18 @@ def worker_command(
       wacamp worker --log-format json --log-file /var/log/wacamp/worker.log --metrics-port 9108
     \b
     SIGTERM/SIGINT: stop claiming, let in-flight requests finish, write results, exit 0 (a second
-    signal forces). Like run-due it holds the database's send lock: if a run-due or another worker
-    holds it, it exits 75 at once without sending.
+    signal forces). On SQLite, like run-due, it holds the database's send lock: if a run-due or
+    another worker holds it, it exits 75 at once without sending. On PostgreSQL any number of
+    workers, on any machines, share the database: each sender is sent by one worker at a time
+    (sender leases), and every worker reaps the in-flight rows of a worker that died
+    (docs/architecture.md, "Scale-out"); a run-due still never sends beside them.
     """
     setup_logging(app, log_format=log_format, log_file=log_file, log_level=log_level)
     conf = app.settings.worker
     engine = app.engine
     settings = app.settings
     try:
-        with exclusive_lock(engine):
+        with worker_lock(engine):
             run_with_signals(
                 lambda stop: _run_worker(
                     engine,
@@ -306,9 +310,16 @@ async def _run_worker(
 ) -> None:
     runner = DispatcherRunner(engine=engine, settings=settings, provider_for=make_provider_factory(settings))
     metrics = WorkerMetrics(engine, settings, runner=runner)
+    scale_out = scale_out_parts(engine, settings)
     worker = Worker(
-        engine, runner=runner, poll_s=poll_s, metrics=metrics, planner=make_planner(engine, settings)
+        engine,
+        runner=runner,
+        poll_s=poll_s,
+        metrics=metrics,
+        planner=make_planner(engine, settings),
+        gate=scale_out.gate,
     )
+    reaping = asyncio.create_task(scale_out.reaper.run(stop), name="reaper") if scale_out.reaper else None
     try:
         async with serving(build_app(worker, metrics), host=host, port=port) as url:
             log.info(
@@ -316,6 +327,8 @@ async def _run_worker(
             )
             await worker.run(stop)
     finally:
+        if reaping is not None:
+            reaping.cancel()
         await runner.close()
 
 
