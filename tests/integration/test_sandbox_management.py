@@ -3,6 +3,7 @@ and simulated user activity (`/_sandbox/inbound`)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
@@ -149,3 +150,21 @@ async def test_inbound_without_a_sender_number_is_refused_with_100() -> None:
     ):
         body = await response.json()
     assert body["error"]["code"] == 100
+
+
+async def test_an_expired_on_premises_token_is_refused_with_401() -> None:
+    async with (
+        running_sandbox(SandboxConfig(onprem_token_ttl_s=0.2)) as sb,
+        aiohttp.ClientSession() as session,
+    ):
+        auth = {"Authorization": basic("admin", "sandbox-password")}
+        async with session.post(f"{sb.base_url}/v1/users/login", headers=auth) as response:
+            token = (await response.json())["users"][0]["token"]
+        await asyncio.sleep(0.3)
+        body = spring_sale("+393471234567")
+        del body["messaging_product"]
+        headers = {"Authorization": f"Bearer {token}"}
+        async with session.post(f"{sb.base_url}/v1/messages", json=body, headers=headers) as response:
+            status, answer = response.status, await response.json()
+    assert status == 401
+    assert answer["errors"][0]["code"] == 0
