@@ -118,11 +118,8 @@ def plan_statuses(
         return [*plan, read]
     if anomaly < timing.skip_delivered_share + timing.out_of_order_share:
         counts.out_of_order_planned += 1
-        return [
-            *plan,
-            PlannedStatus(delivered_s, read.status),
-            PlannedStatus(delivered_s + timing.out_of_order_gap_s, delivered),
-        ]
+        # The delivered status is held back until after the read: it arrives late, as platform retries do.
+        return [*plan, read, PlannedStatus(read_s + timing.out_of_order_gap_s, delivered)]
     twice = _delivered_maybe_twice(delivered, delivered_s, rng=rng, timing=timing, counts=counts)
     return [*plan, *twice, read]
 
