@@ -73,6 +73,9 @@ class SandboxStats:
     template_sends: dict[str, int]
     resets_after_accept: int
     webhooks: dict[str, Any]
+    #: Per phone number: acceptances per 1 s window, and the most in any trailing second (sliding).
+    accepted_per_window_by_phone: dict[str, dict[int, int]] = field(default_factory=dict)
+    max_accepted_trailing_1s_by_phone: dict[str, int] = field(default_factory=dict)
 
     def to_json(self, *, per_recipient: bool = True) -> dict[str, Any]:
         """JSON-ready dict (integer keys become strings)."""
@@ -92,6 +95,11 @@ class SandboxStats:
             "template_sends": self.template_sends,
             "resets_after_accept": self.resets_after_accept,
             "webhooks": self.webhooks,
+            "accepted_per_window_by_phone": {
+                phone: {str(k): v for k, v in windows.items()}
+                for phone, windows in self.accepted_per_window_by_phone.items()
+            },
+            "max_accepted_trailing_1s_by_phone": self.max_accepted_trailing_1s_by_phone,
         }
 
 
@@ -106,6 +114,8 @@ class SandboxState:
         self.requests_per_window: Counter[int] = Counter()
         self.accepted_per_window: Counter[int] = Counter()
         self.max_accepted_trailing_1s = 0
+        self.accepted_per_window_by_phone: dict[str, Counter[int]] = {}
+        self.max_trailing_1s_by_phone: Counter[str] = Counter()
         self.duplicates = 0
         self.duplicate_examples: list[str] = []
         self.errors_by_code: Counter[int] = Counter()
@@ -164,6 +174,9 @@ class SandboxState:
         recent = self._trailing(phone_number_id, now)
         recent.append(now)
         self.max_accepted_trailing_1s = max(self.max_accepted_trailing_1s, len(recent))
+        by_phone = self.max_trailing_1s_by_phone
+        by_phone[phone_number_id] = max(by_phone[phone_number_id], len(recent))
+        self.accepted_per_window_by_phone.setdefault(phone_number_id, Counter())[self.window(now)] += 1
         self._last_accept[wa_id] = now
         self.accepted += 1
         self.accepted_per_window[self.window(now)] += 1
@@ -197,4 +210,9 @@ class SandboxState:
             template_sends=dict(self.template_sends),
             resets_after_accept=self.resets_after_accept,
             webhooks=self.webhooks.to_json(),
+            accepted_per_window_by_phone={
+                phone: dict(sorted(windows.items()))
+                for phone, windows in self.accepted_per_window_by_phone.items()
+            },
+            max_accepted_trailing_1s_by_phone=dict(self.max_trailing_1s_by_phone),
         )
