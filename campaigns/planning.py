@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -248,12 +248,14 @@ def plan_campaign(
     now: datetime | None = None,
     chunk_size: int = DEFAULT_CHUNK,
     only_contacts: sa.Select[Any] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> PlanOutcome:
     """Write the ledger rows of every list member not yet in this campaign's ledger.
 
     Safe to call again (it adds only new members) and from several processes (the unique
     constraints decide). `only_contacts` (a select of contact ids) narrows the recipients, e.g. for a
-    retry campaign. A draft campaign becomes `planned`; a cancelled one is refused.
+    retry campaign. `progress` is called with the number of rows written after each batch. A draft
+    campaign becomes `planned`; a cancelled or completed one is refused.
     """
     target = campaign if isinstance(campaign, Campaign) else find_campaign(engine, campaign)
     if target.state in (CampaignState.CANCELLED, CampaignState.COMPLETED):
@@ -286,6 +288,8 @@ def plan_campaign(
             rows, reasons = _write_chunk(conn, chunk, builder)
         planned += len(rows)
         deferred += sum(1 for row in rows if row["next_attempt_at"] is not None)
+        if progress is not None:
+            progress(len(contacts))
         skipped.update(reasons)
     _mark_planned(engine, target, at)
     return PlanOutcome(

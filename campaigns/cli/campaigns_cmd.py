@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import click
+from rich.progress import Progress
 from rich.table import Table
 
 from campaigns.campaign_service import (
@@ -160,7 +161,11 @@ def plan_cmd(app: AppContext, campaign: str, as_json: bool) -> None:
     """
     target = find_campaign(app.engine, campaign)
     err_console.print(f"planning {target.name!r} …")
-    outcome = plan_campaign(app.engine, settings=app.settings, campaign=target)
+    with Progress(console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
+        task = bar.add_task("ledger rows", total=None)
+        outcome = plan_campaign(
+            app.engine, settings=app.settings, campaign=target, progress=lambda n: bar.advance(task, n)
+        )
     err_console.print(f"added {outcome.added} ledger rows ({outcome.planned} to send)")
     summary = plan_summary(app.engine, settings=app.settings, campaign=find_campaign(app.engine, target.name))
     if as_json:

@@ -147,7 +147,9 @@ def test_each_body_is_frozen_with_its_own_row_id_as_callback_data(engine: Engine
     seed_templates(engine, PROMO)
     seed_list(engine, "spring", people(0, 7))
     campaign_id = _create(engine, settings, "spring", "spring")
-    plan_campaign(engine, settings=settings, campaign=campaign_id, chunk_size=3)
+    batches: list[int] = []
+    plan_campaign(engine, settings=settings, campaign=campaign_id, chunk_size=3, progress=batches.append)
+    assert batches == [3, 3, 1]
     rows = _rows(engine, campaign_id)
     for row in rows:
         body = json.loads(row["body"])
