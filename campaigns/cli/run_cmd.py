@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import time
 
 import click
@@ -233,10 +234,10 @@ def run_command(app: AppContext, /, name: str, dry_run: bool, as_json: bool) -> 
     except ForcedStop as forced:
         _show(forced.report, as_json=as_json)
         err_console.print("Forced stop: requests that were in flight are `unknown`.")
-        raise click.exceptions.Exit(FORCED_EXIT_CODE) from None
+        sys.exit(FORCED_EXIT_CODE)
     _show(report, as_json=as_json)
-    if report.exit_code:
-        raise click.exceptions.Exit(report.exit_code)
+    # sys.exit, not click's Exit: `main` runs click with standalone_mode=False, which swallows Exit codes.
+    sys.exit(report.exit_code)
 
 
 def _show(report: RunReport, *, as_json: bool) -> None:
