@@ -12,18 +12,16 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from campaigns.cli.common import AppContext, err_console, json_option, out_console, pass_app, print_json
+from campaigns.contact_rows import PHONE_HEADERS, Reject, plan_columns
 from campaigns.contacts import (
-    PHONE_HEADERS,
     ContactView,
     ImportOptions,
     ImportSummary,
-    Reject,
     find_contact,
     import_contacts,
     list_summaries,
     opt_in,
     opt_out,
-    plan_columns,
 )
 from campaigns.csvfiles import CsvOutput, CsvRow, CsvSource
 from campaigns.exceptions import UserError

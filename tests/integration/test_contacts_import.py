@@ -8,11 +8,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from campaigns.contact_rows import Reject, RejectKind
 from campaigns.contacts import (
     ImportOptions,
     ImportSummary,
-    Reject,
-    RejectKind,
     find_contact,
     import_contacts,
     list_summaries,

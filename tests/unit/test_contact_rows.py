@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from campaigns.contacts import ColumnPlan, ContactRecord, Reject, RejectKind, parse_consent, plan_columns
+from campaigns.contact_rows import (
+    ColumnPlan,
+    ContactRecord,
+    Reject,
+    RejectKind,
+    parse_consent,
+    plan_columns,
+)
 from campaigns.csvfiles import CsvRow
 from campaigns.exceptions import UserError
 
