@@ -106,6 +106,8 @@ def import_cmd(
         raise click.UsageError("give either --consent-column or --opted-in, not both")
     if not list_name.strip():
         raise click.UsageError("--list needs a name")
+    if rejects is not None and rejects.resolve() == file.resolve():
+        raise click.UsageError("--rejects must not be the file being imported")
     options = ImportOptions(
         list_name=list_name,
         region=_region(app, region),
