@@ -45,6 +45,8 @@ class FaultPlan:
         self.flaky = config.has_fault("flaky")
         self.slow = config.has_fault("slow")
         self.template_paused = config.has_fault("template-paused")
+        #: Whether any fault draws per request (then requests are keyed by recipient and attempt).
+        self.per_request = self.flaky or self.slow
 
     def latency_s(self, key: str) -> float:
         """Extra latency for one request (0 unless `slow`)."""

@@ -166,8 +166,10 @@ class Sandbox:
         message = parse_message(raw, cloud=cloud)
         if isinstance(message, Problem):
             return message
-        attempt_key = f"{message.wa_id}:{self.state.attempts_per_recipient[message.wa_id]}"
-        self.state.attempts_per_recipient[message.wa_id] += 1
+        attempt_key = ""
+        if self.faults.per_request:
+            attempt_key = f"{message.wa_id}:{self.state.attempts_per_recipient[message.wa_id]}"
+            self.state.attempts_per_recipient[message.wa_id] += 1
         latency_s = self.faults.latency_s(attempt_key)
         if latency_s > 0:
             await asyncio.sleep(latency_s)
@@ -225,7 +227,7 @@ class Sandbox:
             template_key=template_key,
             now=now,
         )
-        self.state.last_wamid[message.wa_id] = wamid
+        self.state.remember_wamid(message.wa_id, wamid)
         failure = async_failure(self.config, wa_id=message.wa_id, spec=spec, opted_out=self.state.opted_out)
         if failure is not None:
             self.state.async_failures_by_code[failure[0]] += 1

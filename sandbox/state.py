@@ -1,21 +1,22 @@
 """What the sandbox has seen: accepted messages, request counts per second, limits' memory, duplicates.
 
 Every operation is O(1) (amortised): a deque of acceptance times per phone number for the trailing
-second, a dict of the last acceptance per recipient for the pair limit, a set of content keys for
-duplicates.
+second, an ordered dict of the last acceptance per recipient for the pair limit (older than the spacing
+are forgotten, so it holds at most spacing x rate entries), a set of content hashes for duplicates.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 WINDOW_S = 1.0
 DUPLICATE_EXAMPLES = 20
+LAST_WAMIDS = 100_000
 
 
 @dataclass
@@ -124,11 +125,13 @@ class SandboxState:
         self.attempts_per_recipient: Counter[str] = Counter()
         self.template_sends: Counter[str] = Counter()
         self.resets_after_accept = 0
-        self.last_wamid: dict[str, str] = {}
+        #: The last message accepted per recipient (for quick-reply taps), the most recent LAST_WAMIDS only.
+        self.last_wamid: OrderedDict[str, str] = OrderedDict()
         self.opted_out: set[str] = set()
         self.webhooks = WebhookCounts()
         self._recent: dict[str, deque[float]] = {}
-        self._last_accept: dict[str, float] = {}
+        #: Last acceptance per recipient, oldest first; entries older than the pair spacing are dropped.
+        self._last_accept: OrderedDict[str, float] = OrderedDict()
         self._content_seen: set[int] = set()
         self._sequence = 0
         self._instance = secrets.token_hex(6).upper()
@@ -158,9 +161,24 @@ class SandboxState:
         return mps > 0 and len(self._trailing(phone_number_id, now)) >= mps
 
     def too_soon(self, wa_id: str, now: float, *, spacing_s: float) -> bool:
-        """Was this recipient's last acceptance less than `spacing_s` ago?"""
-        last = self._last_accept.get(wa_id)
-        return spacing_s > 0 and last is not None and now - last < spacing_s
+        """Was this recipient's last acceptance less than `spacing_s` ago? (Forgets older acceptances.)"""
+        if spacing_s <= 0:
+            self._last_accept.clear()
+            return False
+        last_accept = self._last_accept
+        horizon = now - spacing_s
+        while last_accept:
+            oldest = next(iter(last_accept))
+            if last_accept[oldest] > horizon:
+                break
+            del last_accept[oldest]
+        last = last_accept.get(wa_id)
+        return last is not None and now - last < spacing_s
+
+    @property
+    def pair_tracked(self) -> int:
+        """How many recipients the pair limit still remembers."""
+        return len(self._last_accept)
 
     def next_wamid(self, wa_id: str) -> str:
         """A new message id, unique across sandbox instances (random prefix) and within one (sequence)."""
@@ -178,6 +196,7 @@ class SandboxState:
         by_phone[phone_number_id] = max(by_phone[phone_number_id], len(recent))
         self.accepted_per_window_by_phone.setdefault(phone_number_id, Counter())[self.window(now)] += 1
         self._last_accept[wa_id] = now
+        self._last_accept.move_to_end(wa_id)
         self.accepted += 1
         self.accepted_per_window[self.window(now)] += 1
         self.accepted_per_recipient[wa_id] += 1
@@ -191,6 +210,13 @@ class SandboxState:
                 self.duplicate_examples.append(content_key)
         else:
             self._content_seen.add(digest)
+
+    def remember_wamid(self, wa_id: str, wamid: str) -> None:
+        """Keep the last message id per recipient (bounded: the most recent LAST_WAMIDS recipients)."""
+        self.last_wamid[wa_id] = wamid
+        self.last_wamid.move_to_end(wa_id)
+        if len(self.last_wamid) > LAST_WAMIDS:
+            self.last_wamid.popitem(last=False)
 
     def snapshot(self) -> SandboxStats:
         """The counters as they are now."""

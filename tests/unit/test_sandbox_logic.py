@@ -13,7 +13,7 @@ from sandbox.faults import FaultPlan, Flake
 from sandbox.outcomes import share_hit
 from sandbox.rules import OutgoingMessage, check_parameters, lookup_template, parse_message
 from sandbox.samples import sample_templates
-from sandbox.state import SandboxState, WebhookCounts
+from sandbox.state import LAST_WAMIDS, SandboxState, WebhookCounts
 from sandbox.templates import TemplateBook
 from sandbox.webhooks import AcceptedMessage, plan_statuses, sign
 
@@ -116,6 +116,30 @@ def test_the_pair_limit_holds_a_recipient_for_the_spacing_only() -> None:
     assert state.too_soon("39", clock.now + 5.9, spacing_s=6.0)
     assert not state.too_soon("39", clock.now + 6.0, spacing_s=6.0)
     assert not state.too_soon("40", clock.now, spacing_s=6.0)
+
+
+def test_the_pair_limit_forgets_recipients_once_their_spacing_has_passed() -> None:
+    clock = FakeClock()
+    state = SandboxState(clock=clock)
+    for n in range(100):
+        state.record_accept(
+            phone_number_id="p", wa_id=f"{n}", content_key=f"{n}", template_key=None, now=clock.now
+        )
+    state.record_accept(
+        phone_number_id="p", wa_id="late", content_key="x", template_key=None, now=clock.now + 5
+    )
+    assert not state.too_soon("0", clock.now + 6.0, spacing_s=6.0)
+    assert state.pair_tracked == 1
+    assert state.too_soon("late", clock.now + 6.0, spacing_s=6.0)
+
+
+def test_only_the_most_recent_message_ids_per_recipient_are_kept() -> None:
+    state = SandboxState(clock=FakeClock())
+    for n in range(LAST_WAMIDS + 5):
+        state.remember_wamid(f"{n}", f"wamid.{n}")
+    assert len(state.last_wamid) == LAST_WAMIDS
+    assert "0" not in state.last_wamid
+    assert state.last_wamid[f"{LAST_WAMIDS + 4}"] == f"wamid.{LAST_WAMIDS + 4}"
 
 
 def test_windows_are_whole_seconds_since_the_start() -> None:
