@@ -17,6 +17,8 @@ import aiohttp
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from sandbox.config import SandboxConfig
+from sandbox.server import RunningSandbox, running_sandbox
 from tests.conftest import wacamp_executable
 from tests.scheduling_support import MESSAGE
 
@@ -85,6 +87,26 @@ class ServedSandbox:
             return data
 
 
+@dataclass
+class InProcessSandbox:
+    """A sandbox in the test's event loop (for fault settings the CLI does not expose)."""
+
+    running: RunningSandbox
+
+    @property
+    def base_url(self) -> str:
+        return self.running.base_url
+
+    async def stats(self) -> dict[str, Any]:
+        return self.running.stats().to_json()
+
+
+@asynccontextmanager
+async def in_process_sandbox(config: SandboxConfig) -> AsyncIterator[InProcessSandbox]:
+    async with running_sandbox(config) as running:
+        yield InProcessSandbox(running)
+
+
 @asynccontextmanager
 async def served_sandbox(*args: str, cwd: Path) -> AsyncIterator[ServedSandbox]:
     """`wacamp sandbox serve --port 0 args...` until the block ends (SIGTERM, then reaped)."""
@@ -122,6 +144,8 @@ class Audit:
     #: Rows still `sending` or `planned` when nothing should run any more.
     unsettled: list[str] = field(default_factory=list)
     by_state: Counter[str] = field(default_factory=Counter)
+    #: Rows left `unknown` whose request the sandbox did accept (a reset connection, a kill).
+    unknown_accepted: int = 0
 
     @property
     def clean(self) -> bool:
@@ -139,6 +163,7 @@ def audit(engine: Engine, campaign_ids: list[int], stats: dict[str, Any], *, set
             seen.add(phone)
             result.by_state[row.state] += 1
             accepted = per_recipient.get(phone, 0)
+            result.unknown_accepted += int(row.state == "unknown" and accepted > 0)
             if row.state in ACCEPTED_STATES and accepted == 0:
                 result.phantom.append(phone)
             if accepted and (
