@@ -19,12 +19,14 @@ from sqlalchemy.engine import Connection, Engine
 
 from campaigns.campaign_service import find_campaign, ledger_counts, list_name
 from campaigns.dbtypes import UTCDateTime, utcnow
+from campaigns.exceptions import ConfigError
 from campaigns.models import (
     Campaign,
     InboundMessage,
     ListMember,
     Message,
     MessageState,
+    Sender,
     ThrottleEvent,
 )
 from campaigns.pricing import RateCard, load_rate_card
@@ -37,6 +39,7 @@ CAMPAIGN = Campaign.__table__  # type: ignore[attr-defined]
 MEMBER = ListMember.__table__  # type: ignore[attr-defined]
 INBOUND = InboundMessage.__table__  # type: ignore[attr-defined]
 THROTTLE = ThrottleEvent.__table__  # type: ignore[attr-defined]
+SENDER = Sender.__table__  # type: ignore[attr-defined]
 
 S = MessageState
 #: The funnel: each count includes the states after it (a read message was delivered, sent, accepted).
@@ -77,7 +80,7 @@ def campaign_facts(
             "skipped": skipped,
             "errors": _errors(conn, campaign_id),
             "throughput": _throughput(conn, campaign_id, series["sends"]),
-            "tier": _tier(settings, target, counts),
+            "tier": _tier(conn, settings, target, counts),
             "replies": _replies(conn, campaign_id),
             "cost": _cost(conn, target, card),
             "timeline": _timeline(series),
@@ -230,13 +233,21 @@ def _as_datetime(value: Any) -> datetime | None:
     return UTCDateTime().process_result_value(value, sa.engine.default.DefaultDialect())
 
 
-def _tier(settings: Settings, campaign: Campaign, counts: dict[str, int]) -> dict[str, Any]:
+def _tier(conn: Connection, settings: Settings, campaign: Campaign, counts: dict[str, int]) -> dict[str, Any]:
+    """The sender's tier: configured, else what the platform last said (sender row), else "auto"."""
     sender = settings.sender(campaign.sender_name)
     tier = sender.messaging_tier or settings.limits.messaging_tier
-    limit = settings.limits.tier_limit(tier) if tier != "auto" else None
+    source = "config"
+    if tier == "auto":
+        known = conn.execute(sa.select(SENDER.c.messaging_tier).where(SENDER.c.name == sender.name)).scalar()
+        tier, source = (str(known), "platform") if known else ("auto", "unknown")
+    try:
+        limit = settings.limits.tier_limit(tier) if tier != "auto" else None
+    except ConfigError:
+        limit = None
     # every recipient the platform took (or may have taken) counts against the moving-window budget
     used = counts["accepted"] + counts["failed"] + counts["unknown"]
-    return {"messaging_tier": tier, "limit": limit, "recipients_counted": used}
+    return {"messaging_tier": tier, "source": source, "limit": limit, "recipients_counted": used}
 
 
 def _replies(conn: Connection, campaign_id: int) -> dict[str, int]:

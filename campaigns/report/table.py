@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console, Group
-from rich.panel import Panel
 from rich.table import Table
 
 from campaigns.plan_summary import format_duration
@@ -32,16 +31,20 @@ def _money(amount: float, currency: str) -> str:
     return f"{amount:,.2f} {currency}"
 
 
-def _definition(facts: dict[str, Any]) -> Panel:
+def _definition(facts: dict[str, Any]) -> Table:
     c = facts["campaign"]
-    lines = [
-        f"[bold]{c['name']}[/bold] (#{c['id']})  state: [bold]{c['state']}[/bold]"
-        + (f"  paused: {c['pause_reason']}" if c["pause_reason"] else ""),
-        f"template {c['template']} ({c['language']}, {c['category']})  list {c['list']}  sender {c['sender']}"
-        + (f"  follow-up of {c['parent']}" if c["parent"] else ""),
-        f"created {c['created_at']}  started {c['started_at'] or '–'}  finished {c['finished_at'] or '–'}",
-    ]
-    return Panel("\n".join(lines), title="campaign", expand=False)
+    table = Table(title=f"campaign {c['name']} (#{c['id']})", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    state = c["state"] + (f" ({c['pause_reason']})" if c["pause_reason"] else "")
+    table.add_row("state", f"[bold]{state}[/bold]")
+    table.add_row("template", f"{c['template']} ({c['language']}, {c['category']})")
+    table.add_row("list / sender", f"{c['list']} / {c['sender']}")
+    if c["parent"]:
+        table.add_row("follow-up of", c["parent"])
+    for label, key in (("created", "created_at"), ("started", "started_at"), ("finished", "finished_at")):
+        table.add_row(label, c[key] or "–")
+    return table
 
 
 def _funnel(facts: dict[str, Any]) -> Table:

@@ -25,7 +25,15 @@ from campaigns.report.table import render_table
 from campaigns.settings import Settings, load_settings
 from scheduler.webhooks.inbox import InboxItem, insert_bodies
 from scheduler.webhooks.processor import process_pending
-from tests.ledger_factory import Seeded, inbound_body, phone_number, seed_campaign, status_body
+from tests.ledger_factory import (
+    Seeded,
+    add_sender,
+    envelope,
+    inbound_body,
+    phone_number,
+    seed_campaign,
+    status_body,
+)
 
 MESSAGE = Message.__table__  # type: ignore[attr-defined]
 START = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -260,3 +268,19 @@ def test_headless_chromium_draws_every_chart_of_the_html_report(
     }
     assert set(painted) == set(CHART_IDS)
     assert all(pixels > 500 for pixels in painted.values()), painted
+
+
+def test_the_tier_is_the_one_the_platform_last_reported_when_configured_as_auto(
+    engine: Engine, settings: Settings
+) -> None:
+    seeded = seed_report_campaign(engine, settings)
+    add_sender(engine)
+    value = {"max_daily_conversations_per_business": 10000}
+    drive(engine, settings, [envelope("business_capability_update", value)])
+    tier = campaign_facts(engine, settings=settings, campaign=seeded.campaign_id)["tier"]
+    assert tier == {
+        "messaging_tier": "TIER_10K",
+        "source": "platform",
+        "limit": 10000,
+        "recipients_counted": 10,
+    }
