@@ -13,6 +13,7 @@ from campaigns.cli import (
     config_cmd,
     contacts_cmd,
     db_cmd,
+    demo_cmd,
     followup_cmd,
     ops_cmd,
     report_cmd,
@@ -70,6 +71,7 @@ for _command in report_cmd.COMMANDS:
 campaigns_cmd.campaigns_group.add_command(schedule_cmd.schedule_command)
 campaigns_cmd.campaigns_group.add_command(followup_cmd.retry_command)
 run_cmd.register(campaigns_cmd.campaigns_group)
+cli.add_command(demo_cmd.demo_command)
 
 
 def main() -> None:
