@@ -131,6 +131,25 @@ class TierBudget:
         return None if oldest is None else oldest + self.window
 
 
+_UNCOUNT = sa.delete(TIER_USAGE).where(
+    t.portfolio == sa.bindparam("b_portfolio"),
+    t.phone == sa.bindparam("b_phone"),
+    t.counted_at == sa.bindparam("b_counted_at"),
+)
+
+
+def uncount(conn: Connection, refunds: Sequence[tuple[str, str, datetime]]) -> None:
+    """Give back counts made by claims whose rows were released unsent: (portfolio, phone, counted_at).
+
+    Only a count made by that very claim (same timestamp) is removed; one made earlier, by a row
+    that was sent, stays.
+    """
+    if refunds:
+        conn.execute(
+            _UNCOUNT, [{"b_portfolio": p, "b_phone": phone, "b_counted_at": at} for p, phone, at in refunds]
+        )
+
+
 def claim_within_budget(
     conn: Connection,
     *,

@@ -61,7 +61,7 @@ from scheduler.pace import SenderPace as SenderPace  # re-exported for scheduler
 from scheduler.pace import make_pace as make_pace
 from scheduler.pairs import PairSpacer
 from scheduler.providers.base import Provider
-from scheduler.writer import ContactAction, ResultWriter, ThrottleNote
+from scheduler.writer import ContactAction, ResultWriter, ThrottleNote, TierRefund
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +252,8 @@ class Dispatcher:
         self._claiming: asyncio.Future[list[ClaimedRow]] | None = None
         self._in_flight: dict[asyncio.Task[None], ClaimedRow] = {}
         self._permits: dict[int, Permit] = {}
+        #: When each claimed-but-unsent row was claimed (limited tiers only): a release gives its count back.
+        self._claimed_at: dict[int, datetime] = {}
         #: Never more sends in flight than the provider has connections (they would queue inside
         #: aiohttp and leave in a bunch, defeating the limiter's spacing).
         self.max_in_flight = min(self.dispatch.max_in_flight, getattr(provider, "pool_limit", 1 << 30))
@@ -411,20 +413,25 @@ class Dispatcher:
 
     def _claim(self, limit: int) -> list[ClaimedRow]:
         assert self.budget is not None
+        now = self.now()
         with write_transaction(self.engine) as conn:
-            return claim_within_budget(
+            rows = claim_within_budget(
                 conn,
                 budget=self.budget,
                 campaign_id=self.campaign.id,
                 owner=self.owner,
                 limit=limit,
-                now=self.now(),
+                now=now,
                 lease_s=self.dispatch.lease_s,
             )
+        if not self.budget.unlimited:
+            self._claimed_at.update((row.id, now) for row in rows)
+        return rows
 
     async def _start_send(self, row: ClaimedRow) -> None:
         wait_s = self.pairs.wait_s(row.phone, time.monotonic())
         if wait_s > 0:
+            self._claimed_at.pop(row.id, None)  # it stays counted: claimed again later, it costs nothing
             self._requeue(row, after_s=wait_s, refund=True)
             return
         if self._slots.locked() and not await self._until_halted(self._slots.acquire()):
@@ -439,6 +446,7 @@ class Dispatcher:
             return
         self.pairs.mark(row.phone, time.monotonic())
         self.stats.count_start(time.time())
+        self._claimed_at.pop(row.id, None)
         self._permits[row.id] = acquiring.result()
         task = asyncio.create_task(self._send(row), name=f"send-{row.id}")
         self._in_flight[task] = row
@@ -567,6 +575,11 @@ class Dispatcher:
     def _release(self, row: ClaimedRow) -> None:
         self.stats.released += 1
         self._outcome(row, OutcomeKind.RELEASE)
+        claimed_at = self._claimed_at.pop(row.id, None)
+        if claimed_at is not None and self.budget is not None:
+            self.writer.put(
+                TierRefund(portfolio=self.budget.portfolio, phone=row.phone, counted_at=claimed_at)
+            )
 
     def _fail(self, row: ClaimedRow, exc: PlatformError) -> None:
         self.stats.failed += 1

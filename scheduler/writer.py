@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from campaigns.db import write_transaction
 from campaigns.dbtypes import utcnow
 from campaigns.models import ThrottleEvent
-from scheduler import ledger
+from scheduler import budget, ledger
 from scheduler.ledger import Outcome
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,16 @@ class ThrottleNote:
     at: datetime
 
 
-Item = Outcome | ContactAction | ThrottleNote
+@dataclass(frozen=True, slots=True)
+class TierRefund:
+    """A claimed row went back unsent: its recipient's tier count (made by that claim) is given back."""
+
+    portfolio: str
+    phone: str
+    counted_at: datetime
+
+
+Item = Outcome | ContactAction | ThrottleNote | TierRefund
 
 
 @dataclass
@@ -62,15 +71,18 @@ class WriteBatch:
     outcomes: list[Outcome] = field(default_factory=list)
     contacts: list[ContactAction] = field(default_factory=list)
     throttles: list[ThrottleNote] = field(default_factory=list)
+    refunds: list[TierRefund] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.outcomes) + len(self.contacts) + len(self.throttles)
+        return len(self.outcomes) + len(self.contacts) + len(self.throttles) + len(self.refunds)
 
     def add(self, item: Item) -> None:
         if isinstance(item, ContactAction):
             self.contacts.append(item)
         elif isinstance(item, ThrottleNote):
             self.throttles.append(item)
+        elif isinstance(item, TierRefund):
+            self.refunds.append(item)
         else:
             self.outcomes.append(item)
 
@@ -78,6 +90,7 @@ class WriteBatch:
         self.outcomes.extend(other.outcomes)
         self.contacts.extend(other.contacts)
         self.throttles.extend(other.throttles)
+        self.refunds.extend(other.refunds)
 
 
 def apply_batch(engine: Engine, batch: WriteBatch) -> None:
@@ -87,6 +100,7 @@ def apply_batch(engine: Engine, batch: WriteBatch) -> None:
     with write_transaction(engine) as conn:
         ledger.apply_outcomes(conn, batch.outcomes)
         _apply_contacts(conn, batch.contacts, now=utcnow())
+        budget.uncount(conn, [(r.portfolio, r.phone, r.counted_at) for r in batch.refunds])
         if batch.throttles:
             conn.execute(
                 sa.insert(THROTTLE_EVENT),

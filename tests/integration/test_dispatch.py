@@ -233,3 +233,23 @@ async def test_a_paused_or_cancelled_campaign_is_refused(engine: Engine, state: 
     cid = seed_campaign(engine, recipients=1, state=state)
     with pytest.raises(UserError):
         await dispatcher(engine, cid, ScriptedProvider()).run()
+
+
+async def test_rows_released_unsent_give_their_tier_count_back(engine: Engine) -> None:
+    from campaigns.dbtypes import utcnow
+    from scheduler.budget import TierBudget
+
+    cid = seed_campaign(engine, recipients=200)
+    provider = ScriptedProvider(latency_s=0.02, limits=PhoneLimits(messaging_tier="150"))
+    stop = asyncio.Event()
+    settings = make_settings(WACAMP_MESSAGING_TIER="auto", WACAMP_RATE_PER_S="40")
+    run = asyncio.create_task(dispatcher(engine, cid, provider, stop=stop, settings=settings).run())
+    await asyncio.sleep(1.0)
+    stop.set()
+    report = await run
+    assert report.reason is StopReason.SIGNAL
+    sent = states(engine, cid)["accepted"]
+    assert 0 < sent < 80  # one claim holds ~80 rows at 40/s: most of them went back unsent
+    with engine.connect() as conn:
+        used = TierBudget(portfolio="default", limit=150, window_s=86400).used(conn, utcnow())
+    assert used == sent
