@@ -123,6 +123,8 @@ def _parse_row(row: Any, *, received_at: datetime, tiers: dict[str, int]) -> _Ro
         return _Row(row.id, f"not a webhook: {exc}"[:500], [])
     except (TypeError, ValueError, AttributeError) as exc:  # a shape the parser did not expect
         return _Row(row.id, f"unreadable webhook: {type(exc).__name__}: {exc}"[:500], [])
+    except RecursionError:  # a signed body of thousands of nested brackets: json.loads gives up
+        return _Row(row.id, "malformed JSON: nested too deeply to read", [])
 
 
 def _claim(conn: Connection, limit: int) -> list[Any]:
