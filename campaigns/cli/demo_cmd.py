@@ -3,8 +3,9 @@
 A sequence of small steps (`DEMO_STEPS`), each a function of the `Demo` state, so later features
 (the webhook receiver, the report) add a step instead of rewriting the demo:
 
-    sandbox (in-process, port 0) → db upgrade → templates import → contacts import
-    → campaigns create → campaigns plan → campaigns run (progress) → summary
+    webhook receiver + sandbox (in-process, port 0) → db upgrade → webhook processing
+    → templates import → contacts import → campaigns create → campaigns plan
+    → campaigns run (progress) → summary → last status webhooks → report table + HTML report
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sandbox.samples import sample_contacts_text, sample_templates_text
 from sandbox.server import RunningSandbox, running_sandbox
 from scheduler import control
 from scheduler.dispatch import RunReport
+from scheduler.webhooks.server import WebhookServer
 
 DEMO_CAMPAIGN = "demo-spring"
 DEMO_LIST = "demo"
@@ -43,6 +45,7 @@ class Demo:
 
     workdir: Path
     sandbox: RunningSandbox | None = None
+    receiver: WebhookServer | None = None
     settings: Settings | None = None
     engine: Engine | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -81,6 +84,12 @@ async def step_database(demo: Demo) -> None:
     _, engine = demo.need()
     await asyncio.to_thread(upgrade, engine)
     say(f"database {demo.workdir / 'wacamp.db'} created (`wacamp db upgrade`)")
+
+
+async def step_webhooks(demo: Demo) -> None:
+    assert demo.receiver is not None
+    demo.receiver.start_processing()
+    say(f"webhook receiver on {demo.receiver.url} stores and applies the sandbox's signed webhooks")
 
 
 async def step_templates(demo: Demo) -> None:
@@ -155,23 +164,64 @@ async def step_summary(demo: Demo) -> None:
     )
 
 
+async def step_settle(demo: Demo) -> None:
+    assert demo.sandbox is not None and demo.receiver is not None
+    say("waiting for the last status webhooks (read receipts come a few seconds after delivery)")
+    await demo.sandbox.webhooks_drained(timeout_s=60)
+    await demo.receiver.wait_processed(timeout_s=60)
+
+
+async def step_report(demo: Demo) -> None:
+    from campaigns.report.facts import campaign_facts
+    from campaigns.report.html_page import render_html
+    from campaigns.report.table import render_table
+
+    settings, engine = demo.need()
+    facts = await asyncio.to_thread(campaign_facts, engine, settings=settings, campaign=DEMO_CAMPAIGN)
+    path = demo.workdir / "report.html"
+    path.write_text(render_html(facts), encoding="utf-8")
+    out_console.print()
+    render_table(facts, out_console)
+    say(f"HTML report with charts: {path} (`wacamp report {DEMO_CAMPAIGN} --format html -o report.html`)")
+
+
 #: The demo, in order; each step is small so later features can add their own.
-DEMO_STEPS: list[Step] = [step_database, step_templates, step_contacts, step_campaign, step_run, step_summary]
+DEMO_STEPS: list[Step] = [
+    step_database,
+    step_webhooks,
+    step_templates,
+    step_contacts,
+    step_campaign,
+    step_run,
+    step_summary,
+    step_settle,
+    step_report,
+]
 
 
 @contextlib.asynccontextmanager
 async def demo_sandbox(demo: Demo) -> AsyncIterator[None]:
-    """The sandbox platform in this process on a free port, and settings pointed at it."""
-    config = SandboxConfig(port=0)
-    async with running_sandbox(config) as sandbox:
-        demo.sandbox = sandbox
-        demo.settings = demo_settings(demo.workdir, sandbox.base_url, config)
-        demo.engine = make_engine(demo.settings.database.url)
-        say(f"sandbox platform listening on {sandbox.base_url} (`wacamp sandbox serve`)")
-        try:
-            yield
-        finally:
-            demo.engine.dispose()
+    """The webhook receiver and the sandbox platform in this process on free ports, settings pointed at them.
+
+    The receiver starts first (storing only: the schema does not exist yet) so the sandbox can be
+    given its URL; the sandbox stops first, then the receiver applies what it stored.
+    """
+    bootstrap = demo_settings(demo.workdir, "http://127.0.0.1", SandboxConfig())
+    demo.engine = make_engine(bootstrap.database.url)
+    secret = SandboxConfig().app_secret
+    try:
+        async with WebhookServer(
+            demo.engine, bootstrap, port=0, process=False, app_secret=secret
+        ) as receiver:
+            demo.receiver = receiver
+            config = SandboxConfig(port=0, webhook_url=receiver.url)
+            async with running_sandbox(config) as sandbox:
+                demo.sandbox = sandbox
+                demo.settings = demo_settings(demo.workdir, sandbox.base_url, config)
+                say(f"sandbox platform listening on {sandbox.base_url} (`wacamp sandbox serve`)")
+                yield
+    finally:
+        demo.engine.dispose()
 
 
 async def run_demo(workdir: Path, *, steps: list[Step] | None = None) -> Demo:
@@ -209,11 +259,12 @@ async def run_demo(workdir: Path, *, steps: list[Step] | None = None) -> Demo:
 )
 @pass_app
 def demo_command(app: AppContext, /, directory: Path | None) -> None:
-    """Run the whole path on the embedded sandbox: no Meta account, about 15 seconds.
+    """Run the whole path on the embedded sandbox: no Meta account, about 30 seconds.
 
-    Starts the sandbox platform in this process, creates a SQLite database, imports the sample
-    templates and 1,000 sample contacts, plans a campaign and sends it at 80 msg/s with a live
-    progress line, then prints the summary.
+    Starts the sandbox platform and the webhook receiver in this process, creates a SQLite
+    database, imports the sample templates and 1,000 sample contacts, plans a campaign and sends it
+    at 80 msg/s with a live progress line, prints the summary, waits for the last status webhooks,
+    then prints the report and writes it as an HTML page with charts (report.html).
 
     \b
     Examples:

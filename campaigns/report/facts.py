@@ -50,6 +50,9 @@ FUNNEL: dict[str, tuple[S, ...]] = {
     "read": (S.READ,),
 }
 PENDING_STATES = (S.PLANNED, S.SENDING)
+#: When a send happened, as the platform saw it: its answer (accepted or failed), else the claim time.
+#: (`sending_at` is written when a batch is claimed, before the requests go out, so it bunches up.)
+SENT_AT = sa.func.coalesce(MESSAGE.c.accepted_at, MESSAGE.c.failed_at, MESSAGE.c.sending_at)
 #: At most this many points per time series in the timeline (buckets grow with the campaign).
 MAX_POINTS = 1500
 
@@ -66,7 +69,7 @@ def campaign_facts(
         series = {
             name: per_second(conn, campaign_id, column)
             for name, column in (
-                ("sends", MESSAGE.c.sending_at),
+                ("sends", SENT_AT),
                 ("delivered", MESSAGE.c.delivered_at),
                 ("read", MESSAGE.c.read_at),
             )
@@ -200,10 +203,8 @@ def per_second(conn: Connection, campaign_id: int, column: Any) -> dict[int, int
 
 
 def _throughput(conn: Connection, campaign_id: int, sends: dict[int, int]) -> dict[str, Any]:
-    attempted = sa.and_(MESSAGE.c.campaign_id == campaign_id, MESSAGE.c.sending_at.is_not(None))
-    first, last = conn.execute(
-        sa.select(sa.func.min(MESSAGE.c.sending_at), sa.func.max(MESSAGE.c.sending_at)).where(attempted)
-    ).one()
+    attempted = sa.and_(MESSAGE.c.campaign_id == campaign_id, SENT_AT.is_not(None))
+    first, last = conn.execute(sa.select(sa.func.min(SENT_AT), sa.func.max(SENT_AT)).where(attempted)).one()
     throttles = conn.execute(
         sa.select(THROTTLE.c.code, sa.func.count())
         .where(THROTTLE.c.campaign_id == campaign_id)

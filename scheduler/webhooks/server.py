@@ -116,13 +116,15 @@ class WebhookServer:
         path: str | None = None,
         sandbox: bool = False,
         process: bool = True,
+        app_secret: str | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.host = host if host is not None else settings.webhooks.host
         self.port = port if port is not None else settings.webhooks.port
         self.path = path or settings.webhooks.path
-        self.app_secret = resolve_app_secret(settings, sandbox=sandbox)
+        #: An explicit secret (e.g. an in-process sandbox's) wins over the settings.
+        self.app_secret = app_secret or resolve_app_secret(settings, sandbox=sandbox)
         self.process = process
         self.writer = InboxWriter(engine)
         self.processed = ProcessResult()
@@ -150,10 +152,15 @@ class WebhookServer:
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         if self.process:
+            self.start_processing()
+        return self
+
+    def start_processing(self) -> None:
+        """Start the background processor (when built with process=False, e.g. before the schema exists)."""
+        if self._processor is None:
             self._processor = asyncio.create_task(
                 run_processor(self.engine, self.settings, stop=self._stop), name="webhook-processor"
             )
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._runner is not None:

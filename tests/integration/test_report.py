@@ -63,7 +63,10 @@ def seed_report_campaign(engine: Engine, settings: Settings) -> Seeded:
         for index, (mid, _, _) in enumerate(m[:10]):
             second = 0 if index < 5 else (1 if index < 9 else 2)
             at = START + timedelta(seconds=second, milliseconds=index)
-            conn.execute(sa.update(MESSAGE).where(MESSAGE.c.id == mid).values(sending_at=at))
+            answered = at + timedelta(milliseconds=5) if index < 9 else None
+            conn.execute(
+                sa.update(MESSAGE).where(MESSAGE.c.id == mid).values(sending_at=at, accepted_at=answered)
+            )
         conn.execute(
             sa.insert(ThrottleEvent.__table__),  # type: ignore[attr-defined]
             [{"sender_name": "default", "campaign_id": seeded.campaign_id, "code": 130429, "at": START}],
@@ -137,7 +140,9 @@ def test_throughput_reports_mean_busiest_second_and_throttle_events(
     assert throughput["busiest_second_at"] == START.isoformat()
     assert throughput["throttle_events"] == 1
     assert throughput["throttle_by_code"] == {"130429": 1}
-    assert throughput["duration_s"] == pytest.approx(2.009)
+    assert throughput["duration_s"] == pytest.approx(
+        2.004
+    )  # first answer at +5 ms, last (unknown) sent at +2.009 s
 
 
 def test_replies_taps_and_opt_outs_are_attributed_to_the_campaign(engine: Engine, settings: Settings) -> None:
