@@ -198,6 +198,8 @@ class SenderLeases:
         self.takeovers = 0
         self._senders = list(senders)
         self._registered = False
+        #: One acquisition at a time, so the fair share counts every lease this worker just took.
+        self._acquiring = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, engine: Engine, settings: Settings, *, owner: str) -> SenderLeases:
@@ -229,18 +231,20 @@ class SenderLeases:
         if sender in self.held:
             yield None
             return
-        grant = await asyncio.to_thread(self._acquire, sender)
+        async with self._acquiring:
+            grant = await asyncio.to_thread(self._acquire, sender)
+            if grant is not None:
+                self.held.add(sender)
         if grant is None:
             yield None
             return
-        self.held.add(sender)
         renewed_mono = time.monotonic()
         pass_stop = asyncio.Event()
         heartbeat = asyncio.create_task(
             self._heartbeat(sender, pass_stop, stop_event, renewed_mono), name=f"lease-{sender}"
         )
         try:
-            if grant.wait_s > 0:
+            if grant.previous_owner not in (None, self.owner):
                 self.takeovers += 1
                 log.info(
                     "sender %s taken over from %s: first send in %.2f s",
@@ -249,6 +253,7 @@ class SenderLeases:
                     grant.wait_s,
                     extra={"sender": sender, "previous_owner": grant.previous_owner, "wait_s": grant.wait_s},
                 )
+            if grant.wait_s > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(pass_stop.wait(), grant.wait_s)
             yield pass_stop

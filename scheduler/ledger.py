@@ -191,9 +191,21 @@ def release(conn: Connection, *, owner: str, message_ids: Sequence[int], now: da
 
 
 def renew_leases(conn: Connection, *, owner: str, until: datetime) -> int:
-    """Extend the leases of every row `owner` holds (a live run keeps its claims)."""
+    """Extend the leases of every row `owner` holds (a live run keeps its claims).
+
+    On PostgreSQL the rows are picked ``FOR UPDATE SKIP LOCKED``: a row the writer is moving out of
+    `sending` at that moment needs no renewal, and waiting for it (while holding the others) could
+    deadlock with the writer's batch, which locks the same rows in another order.
+    """
+    held = sa.select(m.id).where(m.state == SENDING, m.lease_owner == owner)
+    picked: Any = held.scalar_subquery()
+    if conn.dialect.name == "postgresql":
+        cte = held.with_for_update(skip_locked=True).cte("held").prefix_with("MATERIALIZED")
+        picked = sa.select(cte.c.id)
     statement = (
-        sa.update(MESSAGE).where(m.state == SENDING, m.lease_owner == owner).values(lease_expires_at=until)
+        sa.update(MESSAGE)
+        .where(m.id.in_(picked), m.state == SENDING, m.lease_owner == owner)
+        .values(lease_expires_at=until)
     )
     return conn.execute(statement).rowcount
 

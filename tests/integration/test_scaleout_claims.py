@@ -158,3 +158,19 @@ def test_the_reaper_turns_rows_of_expired_leases_into_unknown_and_leaves_live_on
     assert all(dedup is not None for _, _, dedup in reaped), "an unknown row must still block a resend"
     assert live == {"alive"}
     assert reap(engine) == 0
+
+
+def test_renewing_leases_skips_a_row_the_writer_holds_instead_of_waiting_for_it(engine: Engine) -> None:
+    if engine.dialect.name == "sqlite":
+        pytest.skip(ONE_WRITER)
+    cid = seed_campaign(engine, recipients=5)
+    now = utcnow()
+    with write_transaction(engine) as conn:
+        rows = ledger.claim(conn, campaign_id=cid, owner="w", limit=5, now=now, lease_s=60)
+    later = now + timedelta(seconds=120)
+    with engine.connect() as writer, writer.begin():
+        # The writer is applying an outcome to the first row (its transaction is still open).
+        writer.execute(sa.update(MESSAGE).where(MESSAGE.c.id == rows[0].id).values(updated_at=now))
+        with engine.connect() as renewer, renewer.begin():
+            renewer.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+            assert ledger.renew_leases(renewer, owner="w", until=later) == 4

@@ -137,3 +137,28 @@ async def test_the_worker_stop_event_stops_the_pass_it_gates(engine: Engine) -> 
         assert pass_stop is not None and not pass_stop.is_set()
         stop.set()
         await asyncio.wait_for(pass_stop.wait(), timeout=5)
+
+
+async def test_a_worker_taking_two_senders_at_once_still_takes_only_its_fair_share(engine: Engine) -> None:
+    if engine.dialect.name == "sqlite":
+        pytest.skip("one process sends per SQLite database: its share is every sender")
+    seed_campaign(engine, recipients=1, sender_name="shop")
+    seed_campaign(engine, recipients=1, name="news-c", sender_name="news", first_contact=10)
+    other = make_engine(engine.url.render_as_string(hide_password=False))
+    leases = SenderLeases(engine, owner="me", lease_s=30, senders=[SHOP, NEWS])
+    stop = asyncio.Event()
+    got: list[str] = []
+    both_tried = asyncio.Barrier(2)
+
+    async def one_pass(sender: str) -> None:
+        async with leases.hold(sender, stop) as pass_stop:
+            if pass_stop is not None:
+                got.append(sender)
+            await both_tried.wait()
+
+    try:
+        with worker_lock(engine), worker_lock(other):  # two live workers, two senders: one each
+            await asyncio.gather(one_pass("shop"), one_pass("news"))
+    finally:
+        other.dispose()
+    assert len(got) == 1
