@@ -22,8 +22,9 @@ from campaigns.dbtypes import utcnow
 from campaigns.settings import SenderSettings, Settings
 from scheduler import control
 from scheduler.budget import TierChoice
-from scheduler.dispatch import Dispatcher, Progress, RunReport, SenderPace, StopReason, make_pace
+from scheduler.dispatch import Dispatcher, Progress, RunReport, StopReason
 from scheduler.due import PassOutcome
+from scheduler.pace import SenderPace, make_pace
 from scheduler.providers.base import Provider
 
 log = logging.getLogger(__name__)

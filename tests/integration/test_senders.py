@@ -61,8 +61,8 @@ async def run_once(engine: Engine, settings: Settings) -> DispatcherRunner:
 
 
 def claim_span(engine: Engine, campaign_id: int) -> tuple[datetime, datetime]:
-    """When the first and the last row of a campaign were claimed."""
-    column = MESSAGE.c.sending_at
+    """When the first and the last row of a campaign were accepted."""
+    column = MESSAGE.c.accepted_at
     with engine.connect() as conn:
         first, last = conn.execute(
             sa.select(
@@ -74,9 +74,8 @@ def claim_span(engine: Engine, campaign_id: int) -> tuple[datetime, datetime]:
 
 
 async def test_each_sender_sends_at_its_own_rate_and_senders_send_side_by_side(
-    sqlite_engine: Engine, tmp_path: Path
+    engine: Engine, tmp_path: Path
 ) -> None:
-    engine = sqlite_engine
     async with running_sandbox(SandboxConfig(mps=0, pair_spacing_s=0)) as sandbox:
         settings = settings_with_senders(tmp_path, sandbox.base_url, slow=10, fast=40, tier="TIER_UNLIMITED")
         slow = make_campaign(
