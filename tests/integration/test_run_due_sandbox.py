@@ -214,3 +214,33 @@ async def test_a_campaign_left_running_by_a_killed_run_is_resumed_and_its_in_fli
         assert states(engine, cid) == {"accepted": 28, "unknown": 2}
         assert campaign_state(engine, cid) == "completed"
         assert_each_once(sandbox, recipients[2:])
+
+
+async def test_rows_not_sent_by_the_campaign_deadline_end_skipped_expired_in_the_same_run(
+    engine: Engine,
+) -> None:
+    async with running_sandbox(sandbox_config()) as sandbox:
+        settings = sandbox_settings(sandbox.base_url, WACAMP_RATE_PER_S="50")
+        recipients = phones(200)
+        cid = make_campaign(
+            engine,
+            settings,
+            name="flash",
+            recipients=recipients,
+            scheduled_at=utcnow() - HOUR,
+            deadline=utcnow() + timedelta(seconds=1.5),
+        )
+        summary = await one_run(engine, settings)
+        counts = states(engine, cid)
+        assert summary.exit_code() == 0
+        assert [p.outcome for p in summary.passes] == ["deadline", "expired"]
+        assert set(counts) == {"accepted", "skipped"} and counts["accepted"] + counts["skipped"] == 200
+        assert campaign_state(engine, cid) == "completed"
+        with engine.connect() as conn:
+            skipped = conn.execute(
+                sa.select(MESSAGE.c.skip_reason, MESSAGE.c.dedup_hash).where(
+                    MESSAGE.c.campaign_id == cid, MESSAGE.c.state == "skipped"
+                )
+            ).all()
+        assert {tuple(row) for row in skipped} == {("expired", None)}
+        assert sum(sandbox.stats().accepted_per_recipient.values()) == counts["accepted"]
