@@ -78,7 +78,11 @@ def main() -> None:
     """Entry point of the `wacamp` console script: user errors are one line on stderr, exit 1."""
     debug = "--debug" in sys.argv
     try:
-        cli.main(standalone_mode=False)
+        # In non-standalone mode click returns the code of `ctx.exit(code)` / `raise Exit(code)`
+        # instead of exiting: pass it on, or exit codes like 75 would become 0.
+        code = cli.main(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
