@@ -332,6 +332,8 @@ def load_templates_file(path: Path) -> list[TemplateRecord]:
         raise InputFileError(f"{path}: not UTF-8 text") from exc
     except json.JSONDecodeError as exc:
         raise InputFileError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from exc
+    except RecursionError as exc:  # json.loads gives up on thousands of nested brackets
+        raise InputFileError(f"{path}: not a template file (JSON nested too deeply to read)") from exc
     items = data.get("data") if isinstance(data, Mapping) else data
     if not isinstance(items, list):
         raise InputFileError(f'{path}: expected a list of templates or an object with a "data" list')
