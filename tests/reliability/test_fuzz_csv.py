@@ -188,6 +188,7 @@ def test_the_cli_imports_or_refuses_a_nasty_file_without_a_traceback(
     record("fuzzed_csv_files")
     assert result.returncode in (0, 1), result
     assert "Traceback" not in result.stderr
+    assert "--debug" not in result.stderr, "an unexpected exception, not a clear error"
     if result.returncode == 1:
         errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
         assert len(errors) == 1, result.stderr
