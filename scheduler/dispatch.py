@@ -439,18 +439,27 @@ class Dispatcher:
             return
         if not self._slots.locked():
             await self._slots.acquire()
-        acquiring = asyncio.ensure_future(self.pace.acquire())
-        if not await self._until_halted(acquiring):
+        permit = await self._permit()
+        if permit is None:
             self._slots.release()
             self._release(row)
             return
         self.pairs.mark(row.phone, time.monotonic())
         self.stats.count_start(time.time())
         self._claimed_at.pop(row.id, None)
-        self._permits[row.id] = acquiring.result()
+        self._permits[row.id] = permit
         task = asyncio.create_task(self._send(row), name=f"send-{row.id}")
         self._in_flight[task] = row
         task.add_done_callback(self._sent)
+
+    async def _permit(self) -> Permit | None:
+        """The sender's permit for one request, or None if the run halts while waiting for it."""
+        if self.pace.ready_now():  # the common case at full speed: no task, no race
+            return await self.pace.acquire()
+        acquiring = asyncio.ensure_future(self.pace.acquire())
+        if not await self._until_halted(acquiring):
+            return None
+        return acquiring.result()
 
     async def _until_halted(self, awaitable: Coroutine[Any, Any, T] | asyncio.Future[T]) -> bool:
         """Await `awaitable` unless the run halts first (then it is cancelled): True when it finished."""

@@ -72,6 +72,11 @@ class SenderPace:
         self._recent.append(permit)
         return permit
 
+    def ready_now(self) -> bool:
+        """Whether `acquire` would return without waiting (lets callers skip racing it against a stop)."""
+        now = time.monotonic()
+        return self._guard_wait_s(now) <= 0 and self.controller.limiter.next_start_s() <= now
+
     def _guard_wait_s(self, now_s: float) -> float:
         capacity = self.controller.limiter.capacity
         recent = self._recent

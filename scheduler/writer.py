@@ -13,6 +13,7 @@ before the cancel goes on. Applying an outcome twice is harmless (each statement
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -135,6 +136,8 @@ class ResultWriter:
         self.batch_s = batch_ms / 1000
         self._queue: asyncio.Queue[Item | asyncio.Future[None] | None] = asyncio.Queue()
         self._barriers: list[asyncio.Future[None]] = []
+        self._wakeup = asyncio.Event()
+        self._closing = False
         self._pending = WriteBatch()
         self._applying: WriteBatch | None = None
         self._task: asyncio.Task[None] | None = None
@@ -149,6 +152,8 @@ class ResultWriter:
     def put(self, item: Item) -> None:
         """Queue one outcome, contact action or throttle note (never blocks)."""
         self._queue.put_nowait(item)
+        if self._queue.qsize() >= self.batch_rows:
+            self._wakeup.set()
 
     async def flush(self) -> None:
         """Return once everything queued before this call is committed."""
@@ -156,6 +161,7 @@ class ResultWriter:
             return
         barrier: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(barrier)
+        self._wakeup.set()
         await asyncio.wait({barrier, self._task}, return_when=asyncio.FIRST_COMPLETED)
 
     async def close(self) -> None:
@@ -163,6 +169,7 @@ class ResultWriter:
         if self._task is None:
             return
         self._queue.put_nowait(None)
+        self._wakeup.set()
         await asyncio.shield(self._task)
 
     async def _run(self) -> None:
@@ -191,22 +198,27 @@ class ResultWriter:
     async def _gather(self) -> bool:
         """Fill `_pending` up to a batch; True when the closing marker was seen.
 
-        A flush barrier ends the batch at once (its caller waits for the commit).
+        After the first item it waits (once, not per item) until `batch_rows` are queued or
+        `batch_ms` have passed. A flush barrier ends the batch at once (its caller waits for the commit).
         """
-        item = await self._queue.get()
-        if self._add(item):
-            return item is None and self._drain_nowait()
+        if self._add(await self._queue.get()):
+            return self._closing and self._drain_nowait()
         deadline = asyncio.get_running_loop().time() + self.batch_s
-        while len(self._pending) < self.batch_rows:
-            timeout = deadline - asyncio.get_running_loop().time()
-            if timeout <= 0:
-                break
-            try:
-                item = await asyncio.wait_for(self._queue.get(), timeout)
-            except TimeoutError:
-                break
-            if self._add(item):
-                return item is None and self._drain_nowait()
+        while True:
+            if self._drain_until_marker():
+                return self._closing and self._drain_nowait()
+            remaining = deadline - asyncio.get_running_loop().time()
+            if len(self._pending) >= self.batch_rows or remaining <= 0:
+                return False
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+
+    def _drain_until_marker(self) -> bool:
+        """Move queued items into the batch; True when a marker (barrier, close) ended it."""
+        while not self._queue.empty() and len(self._pending) < self.batch_rows:
+            if self._add(self._queue.get_nowait()):
+                return True
         return False
 
     def _drain_nowait(self) -> bool:
@@ -217,6 +229,7 @@ class ResultWriter:
     def _add(self, item: Item | asyncio.Future[None] | None) -> bool:
         """Add an item to the pending batch; True for a marker that ends the batch (barrier, close)."""
         if item is None:
+            self._closing = True
             return True
         if isinstance(item, asyncio.Future):
             self._barriers.append(item)
