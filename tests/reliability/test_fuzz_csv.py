@@ -141,7 +141,7 @@ def test_any_csv_file_is_imported_whole_or_refused_in_one_line_with_nothing_stor
 def test_thousands_of_csv_files_are_imported_whole_or_refused_with_nothing_stored(
     fuzz_engine: Engine,
 ) -> None:
-    @fuzz(2500)
+    @fuzz(1000)
     @given(data=csv_files(), opted_in=st.booleans())
     def property_(data: bytes, opted_in: bool) -> None:
         Counter.n += 1

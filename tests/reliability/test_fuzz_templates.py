@@ -119,7 +119,7 @@ def test_any_template_file_is_stored_whole_or_refused_in_one_line(fuzz_engine: E
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_thousands_of_template_files_are_stored_whole_or_refused(fuzz_engine: Engine) -> None:
-    @fuzz(3000)
+    @fuzz(1500)
     @given(data=template_files())
     def property_(data: bytes) -> None:
         check_file(fuzz_engine, data)

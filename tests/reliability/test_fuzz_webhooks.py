@@ -236,7 +236,7 @@ def test_any_signed_body_is_stored_or_refused_as_too_large_and_processing_never_
 def test_thousands_of_signed_bodies_are_stored_or_refused_and_processing_never_breaks(
     receiver: Receiver,
 ) -> None:
-    @fuzz(2000)
+    @fuzz(1000)
     @given(body=bodies(wamids_of(receiver)))
     def property_(body: bytes) -> None:
         check_body(receiver, body)
