@@ -281,3 +281,13 @@ def test_concurrent_planners_never_give_the_same_content_twice(engine: Engine, s
     a, b = (ledger_counts(engine, campaign_id) for campaign_id in ids)
     assert a.total == b.total == 300
     assert a.by_state.get("planned", 0) + b.by_state.get("planned", 0) == 300
+
+
+def test_only_contacts_narrows_the_recipients(engine: Engine, settings: Settings) -> None:
+    seed_templates(engine, PROMO)
+    seed_list(engine, "spring", people(0, 6))
+    campaign_id = _create(engine, settings, "spring", "spring")
+    contact = Message.metadata.tables["contact"]
+    chosen = sa.select(contact.c.id).where(contact.c.phone.in_(["+393470000001", "+393470000004"]))
+    assert plan_campaign(engine, settings=settings, campaign=campaign_id, only_contacts=chosen).planned == 2
+    assert sorted(r["phone"] for r in _rows(engine, campaign_id)) == ["+393470000001", "+393470000004"]
