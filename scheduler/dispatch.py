@@ -39,6 +39,7 @@ from campaigns.db import write_transaction
 from campaigns.dbtypes import utcnow
 from campaigns.exceptions import (
     CampaignFatalError,
+    LockedError,
     MaintenanceError,
     MarketingLimitError,
     OptedOutError,
@@ -352,6 +353,7 @@ class Dispatcher:
     def _recover_and_sweep(self) -> None:
         now = self.now()
         with write_transaction(self.engine) as conn:
+            self._close_crashed_runs(conn, now)
             owners = ledger.stale_owners(conn, campaign_id=self.campaign.id)
             dead = [owner for owner in owners if not ledger.owner_is_alive(owner)]
             self._recovered = ledger.recover_in_flight(
@@ -361,6 +363,28 @@ class Dispatcher:
             ledger.defer_marketing_limited(conn, campaign_id=self.campaign.id, now=now)
             queue = ledger.queue_state(conn, campaign_id=self.campaign.id, now=now)
         self._remaining_at_start = queue.due + queue.later
+
+    def _close_crashed_runs(self, conn: Any, now: datetime) -> None:
+        """Refuse to run beside a live run of this campaign on this host; close the runs that died."""
+        runs = CAMPAIGN_RUN.c
+        open_runs = conn.execute(
+            sa.select(runs.id, runs.worker).where(
+                runs.campaign_id == self.campaign.id, runs.finished_at.is_(None)
+            )
+        ).all()
+        for run_id, worker in open_runs:
+            pid = ledger.live_elsewhere_on_this_host(worker)
+            if pid is not None:
+                raise LockedError(
+                    f"campaign {self.campaign.name!r} is being sent by another process (pid {pid}): "
+                    f"stop it first, or `wacamp campaigns pause {self.campaign.name}`"
+                )
+            if not ledger.owner_is_alive(worker):
+                conn.execute(
+                    sa.update(CAMPAIGN_RUN)
+                    .where(runs.id == run_id)
+                    .values(finished_at=now, outcome="crashed: the process died while sending")
+                )
 
     def _start_run(self) -> None:
         now = self.now()

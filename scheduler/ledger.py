@@ -97,6 +97,15 @@ def owner_is_alive(owner: str) -> bool:
     return True
 
 
+def live_elsewhere_on_this_host(owner: str) -> int | None:
+    """The pid of `owner` when it is another process on this host that still runs, else None."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return None
+    return int(pid_text) if owner_is_alive(owner) else None
+
+
 def _due_ids(
     *, campaign_id: int, now: datetime, limit: int, extra: sa.ColumnElement[bool] | None
 ) -> sa.Select[Any]:

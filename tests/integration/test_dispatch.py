@@ -253,3 +253,38 @@ async def test_rows_released_unsent_give_their_tier_count_back(engine: Engine) -
     with engine.connect() as conn:
         used = TierBudget(portfolio="default", limit=150, window_s=86400).used(conn, utcnow())
     assert used == sent
+
+
+async def test_a_second_run_of_a_campaign_sending_in_another_live_process_is_refused(engine: Engine) -> None:
+    import socket
+    import subprocess
+
+    from campaigns.dbtypes import utcnow
+    from campaigns.exceptions import LockedError
+
+    cid = seed_campaign(engine, recipients=5)
+    other = subprocess.Popen(["sleep", "30"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    run_t = CampaignRun.__table__  # type: ignore[attr-defined]
+    host = socket.gethostname()
+    try:
+        with write_transaction(engine) as conn:
+            conn.execute(
+                sa.insert(run_t).values(campaign_id=cid, worker=f"{host}:{dead.pid}:a", started_at=utcnow())
+            )
+            conn.execute(
+                sa.insert(run_t).values(campaign_id=cid, worker=f"{host}:{other.pid}:b", started_at=utcnow())
+            )
+        with pytest.raises(LockedError, match=f"pid {other.pid}"):
+            await dispatcher(engine, cid, ScriptedProvider()).run()
+    finally:
+        other.kill()
+        other.wait()
+    report = await dispatcher(engine, cid, ScriptedProvider()).run()
+    assert report.reason is StopReason.COMPLETED
+    with engine.connect() as conn:
+        outcomes = sorted(str(o) for o in conn.scalars(sa.select(run_t.c.outcome)))
+    assert sum(o.startswith("crashed") for o in outcomes) == 2 and any(
+        o.startswith("completed") for o in outcomes
+    )
