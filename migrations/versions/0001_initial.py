@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 18:49:35.570815
+Create Date: 2026-11-21 19:40:06.157246
 """
 
 from collections.abc import Sequence
@@ -36,6 +36,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('phone')
     )
+    with op.batch_alter_table('contact', schema=None) as batch_op:
+        batch_op.create_index('ix_contact_blocked', ['id'], unique=False, postgresql_where=sa.text('suppressed_at IS NOT NULL OR marketing_deferred_until IS NOT NULL'), sqlite_where=sa.text('suppressed_at IS NOT NULL OR marketing_deferred_until IS NOT NULL'))
+
     op.create_table('contact_list',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
@@ -197,6 +200,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_message_accepted_at', ['accepted_at'], unique=False)
         batch_op.create_index('ix_message_claim', ['campaign_id', 'state', 'next_attempt_at'], unique=False)
         batch_op.create_index('ix_message_lease', ['state', 'lease_expires_at'], unique=False)
+        batch_op.create_index('ix_message_planned', ['campaign_id', 'id'], unique=False, postgresql_where=sa.text("state = 'planned'"), sqlite_where=sa.text("state = 'planned'"))
         batch_op.create_index(batch_op.f('ix_message_wamid'), ['wamid'], unique=False)
 
     op.create_table('throttle_event',
@@ -250,6 +254,7 @@ def downgrade() -> None:
     op.drop_table('throttle_event')
     with op.batch_alter_table('message', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_message_wamid'))
+        batch_op.drop_index('ix_message_planned', postgresql_where=sa.text("state = 'planned'"), sqlite_where=sa.text("state = 'planned'"))
         batch_op.drop_index('ix_message_lease')
         batch_op.drop_index('ix_message_claim')
         batch_op.drop_index('ix_message_accepted_at')
@@ -282,5 +287,8 @@ def downgrade() -> None:
 
     op.drop_table('sender')
     op.drop_table('contact_list')
+    with op.batch_alter_table('contact', schema=None) as batch_op:
+        batch_op.drop_index('ix_contact_blocked', postgresql_where=sa.text('suppressed_at IS NOT NULL OR marketing_deferred_until IS NOT NULL'), sqlite_where=sa.text('suppressed_at IS NOT NULL OR marketing_deferred_until IS NOT NULL'))
+
     op.drop_table('contact')
     # ### end Alembic commands ###
