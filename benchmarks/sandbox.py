@@ -9,6 +9,7 @@ than requests/s to other load on a shared machine).
 Reproduce:
     .venv/bin/python benchmarks/sandbox.py                 # 3 rounds x 5 s, 64 concurrent requests
     .venv/bin/python benchmarks/sandbox.py --rounds 5 --seconds 10 --concurrency 64
+    .venv/bin/python benchmarks/sandbox.py --client raw    # pipelining client: the server is the bottleneck
 """
 
 from __future__ import annotations
@@ -145,13 +146,65 @@ async def drive(base_url: str, *, seconds: float, concurrency: int, offset: int)
     return done / elapsed, refused
 
 
+def raw_request(base_url: str, n: int) -> bytes:
+    """One complete HTTP/1.1 request (headers and body) for the n-th recipient."""
+    body = body_for(n)
+    host = base_url.removeprefix("http://")
+    head = (
+        f"POST /v23.0/{PHONE_ID}/messages HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer sandbox-token\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 answer; its status."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    await reader.readexactly(length)
+    return status
+
+
+async def drive_raw(base_url: str, *, seconds: float, concurrency: int, offset: int) -> tuple[float, int]:
+    """Like `drive`, with a minimal pipelining HTTP client (4 requests in flight per connection), so
+    the client costs a fraction of the server and the server's own capacity shows."""
+    depth = 4
+    host, port = base_url.removeprefix("http://").split(":")
+    counter = iter(range(offset, offset + 10**8))
+    done = 0
+    refused = 0
+    deadline = time.perf_counter() + seconds
+
+    async def connection() -> None:
+        nonlocal done, refused
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while time.perf_counter() < deadline:
+                writer.write(b"".join(raw_request(base_url, next(counter)) for _ in range(depth)))
+                for _ in range(depth):
+                    refused += await _read_answer(reader) != 200
+                    done += 1
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(max(1, concurrency // depth))))
+    return done / (time.perf_counter() - started), refused
+
+
 def measure(command: list[str], *, args: argparse.Namespace, offset: int) -> tuple[float, float, int]:
     """(requests/s, server CPU µs per request, non-200 answers) for one server after a short warm-up."""
+    drive_fn = drive_raw if args.client == "raw" else drive
     with server(command) as (base_url, process):
-        asyncio.run(drive(base_url, seconds=0.5, concurrency=args.concurrency, offset=offset + 9 * 10**6))
+        asyncio.run(drive_fn(base_url, seconds=0.5, concurrency=args.concurrency, offset=offset + 9 * 10**6))
         cpu_before = sum(process.cpu_times()[:2])
         rate, bad = asyncio.run(
-            drive(base_url, seconds=args.seconds, concurrency=args.concurrency, offset=offset)
+            drive_fn(base_url, seconds=args.seconds, concurrency=args.concurrency, offset=offset)
         )
         cpu_s = sum(process.cpu_times()[:2]) - cpu_before
     return rate, cpu_s / (rate * args.seconds) * 1e6, bad
@@ -182,7 +235,8 @@ def run(args: argparse.Namespace) -> None:
                 )
     baseline = statistics.median(results["bare aiohttp server (baseline)"])
     table = Table(
-        title=f"Send requests/s ({args.concurrency} concurrent, {args.rounds} x {args.seconds:g} s, median)"
+        title=f"Send requests/s ({args.client} client, {args.concurrency} concurrent, "
+        f"{args.rounds} x {args.seconds:g} s, median)"
     )
     for column in ("server", "requests/s", "vs baseline", "server CPU µs/request", "non-200 answers"):
         table.add_column(column, justify="left" if column == "server" else "right")
@@ -201,6 +255,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--client",
+        choices=("aiohttp", "raw"),
+        default="aiohttp",
+        help="aiohttp: one ClientSession, like the engine; raw: a minimal pipelining client that costs far "
+        "less than the server, so the server is the bottleneck",
+    )
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
