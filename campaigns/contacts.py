@@ -32,9 +32,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from campaigns.contact_rows import ColumnPlan, ContactRecord, Reject, RejectKind, plan_columns
 from campaigns.csvfiles import CsvSource
-from campaigns.db import write_transaction
+from campaigns.db import safe_url, write_transaction
 from campaigns.dbtypes import UTCDateTime, utcnow
-from campaigns.exceptions import NotFoundError
+from campaigns.exceptions import LockedError, NotFoundError
 from campaigns.models import Contact, ContactList, ListMember
 
 _contact: sa.Table = Contact.__table__  # type: ignore[attr-defined]
@@ -128,6 +128,13 @@ def import_contacts(
                 raise _DryRun
     except _DryRun:
         pass
+    except sa.exc.OperationalError as exc:
+        if "database is locked" not in str(exc.orig):
+            raise
+        raise LockedError(
+            f"the database {safe_url(engine)} is busy: another wacamp process is writing to it; "
+            "nothing was imported, try again when it is done"
+        ) from exc
     return summary
 
 

@@ -19,7 +19,8 @@ from campaigns.contacts import (
     opt_out,
 )
 from campaigns.csvfiles import CsvSource
-from campaigns.exceptions import InputFileError, NotFoundError
+from campaigns.db import make_engine, upgrade, write_transaction
+from campaigns.exceptions import InputFileError, LockedError, NotFoundError
 from campaigns.models import Contact, ContactList, ListMember
 
 CONTACT: sa.Table = Contact.__table__  # type: ignore[attr-defined]
@@ -225,3 +226,19 @@ def test_opting_in_an_unknown_number_changes_nothing(engine: Engine, tmp_path: P
         opt_in(engine, ["+393331234567", "+393330000000"])
 
     assert find_contact(engine, "+393331234567").suppressed_at is not None
+
+
+def test_an_import_that_cannot_get_the_sqlite_write_lock_says_so_and_imports_nothing(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    engine = make_engine(sqlite_url, busy_timeout_s=0.2)
+    upgrade(engine)
+    other = make_engine(sqlite_url)
+    path = csv_file(tmp_path, "phone,consent\n+393331234567,yes\n")
+    try:
+        with write_transaction(other), pytest.raises(LockedError, match="busy: another wacamp process"):
+            run_import(engine, path)
+        assert count(engine, CONTACT) == 0
+    finally:
+        other.dispose()
+        engine.dispose()
