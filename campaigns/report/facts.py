@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,8 +18,8 @@ import phonenumbers
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from campaigns.campaign_service import find_campaign, ledger_counts, list_name
-from campaigns.dbtypes import UTCDateTime, utcnow
+from campaigns.campaign_service import find_campaign, list_name
+from campaigns.dbtypes import utcnow
 from campaigns.exceptions import ConfigError
 from campaigns.models import (
     Campaign,
@@ -64,8 +65,9 @@ def campaign_facts(
     target = campaign if isinstance(campaign, Campaign) else find_campaign(engine, campaign)
     campaign_id = int(target.id or 0)
     card = load_rate_card(settings.rate_card_path())
-    counts, skipped = _counts(engine, campaign_id, target.list_id)
     with engine.connect() as conn:
+        groups = _ledger_groups(conn, target)
+        counts, skipped = _counts(conn, groups, target.list_id)
         series = {
             name: per_second(conn, campaign_id, column)
             for name, column in (
@@ -81,11 +83,11 @@ def campaign_facts(
             "counts": counts,
             "rates": _rates(counts),
             "skipped": skipped,
-            "errors": _errors(conn, campaign_id),
+            "errors": _errors(groups),
             "throughput": _throughput(conn, campaign_id, series["sends"]),
             "tier": _tier(conn, settings, target, counts),
             "replies": _replies(conn, campaign_id),
-            "cost": _cost(conn, target, card),
+            "cost": _cost(groups, target, card),
             "timeline": _timeline(series),
         }
     return facts
@@ -119,29 +121,64 @@ def _campaign(engine: Engine, conn: Connection, campaign: Campaign) -> dict[str,
     }
 
 
-def _counts(engine: Engine, campaign_id: int, list_id: int) -> tuple[dict[str, int], dict[str, int]]:
-    ledger = ledger_counts(engine, campaign_id)
-    by_state = ledger.by_state
-    with engine.connect() as conn:
-        list_size = conn.execute(
-            sa.select(sa.func.count()).select_from(MEMBER).where(MEMBER.c.list_id == list_id)
-        ).scalar_one()
+@dataclass(frozen=True)
+class _Group:
+    """Ledger rows sharing state, skip reason, error code, number prefix and billed pricing category."""
+
+    state: str
+    skip_reason: str | None
+    error_code: int | None
+    error_title: str | None
+    prefix: str
+    billed: str | None
+    count: int
+
+
+def _ledger_groups(conn: Connection, campaign: Campaign) -> list[_Group]:
+    """ONE pass over the campaign's rows for the funnel, skip reasons, errors and both costs."""
+    prefix = sa.func.substr(MESSAGE.c.phone, 1, 4).label("prefix")
+    delivered = MESSAGE.c.state.in_([S.DELIVERED.value, S.READ.value])
+    priced = sa.func.lower(sa.func.coalesce(MESSAGE.c.pricing_category, campaign.category))
+    billed = sa.case((sa.and_(delivered, MESSAGE.c.billable.is_(True)), priced)).label("billed")
+    keys = (MESSAGE.c.state, MESSAGE.c.skip_reason, MESSAGE.c.error_code, prefix, billed)
+    rows = conn.execute(
+        sa.select(*keys, sa.func.max(MESSAGE.c.error_title), sa.func.count())
+        .where(MESSAGE.c.campaign_id == campaign.id)
+        .group_by(*keys)
+    )
+    return [
+        _Group(str(state), skip, code, title, str(value or ""), cat, int(n))
+        for state, skip, code, value, cat, title, n in rows
+    ]
+
+
+def _counts(conn: Connection, groups: list[_Group], list_id: int) -> tuple[dict[str, int], dict[str, int]]:
+    list_size = conn.execute(
+        sa.select(sa.func.count()).select_from(MEMBER).where(MEMBER.c.list_id == list_id)
+    ).scalar_one()
+    by_state: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    for group in groups:
+        by_state[group.state] = by_state.get(group.state, 0) + group.count
+        if group.state == S.SKIPPED:
+            reason = group.skip_reason or "unknown"
+            reasons[reason] = reasons.get(reason, 0) + group.count
 
     def total(states: Iterable[str]) -> int:
         return sum(by_state.get(str(state), 0) for state in states)
 
-    skipped = total([S.SKIPPED])
+    ledger, skipped = sum(by_state.values()), total([S.SKIPPED])
     counts = {
         "list_size": int(list_size),
-        "ledger": ledger.total,
-        "planned": ledger.total - skipped,
+        "ledger": ledger,
+        "planned": ledger - skipped,
         "skipped": skipped,
         **{stage: total(states) for stage, states in FUNNEL.items()},
         "failed": total([S.FAILED]),
         "unknown": total([S.UNKNOWN]),
         "pending": total(PENDING_STATES),
     }
-    return counts, ledger.skipped_by_reason
+    return counts, dict(sorted(reasons.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _ratio(part: int, whole: int) -> float | None:
@@ -157,23 +194,21 @@ def _rates(counts: dict[str, int]) -> dict[str, float | None]:
     }
 
 
-def _errors(conn: Connection, campaign_id: int) -> list[dict[str, Any]]:
-    query = (
-        sa.select(MESSAGE.c.error_code, sa.func.max(MESSAGE.c.error_title), sa.func.count())
-        .where(MESSAGE.c.campaign_id == campaign_id, MESSAGE.c.state == S.FAILED.value)
-        .group_by(MESSAGE.c.error_code)
-    )
+def _errors(groups: list[_Group]) -> list[dict[str, Any]]:
+    by_code: dict[int | None, tuple[int, str | None]] = {}
+    for group in groups:
+        if group.state != S.FAILED:
+            continue
+        count, title = by_code.get(group.error_code, (0, None))
+        by_code[group.error_code] = (
+            count + group.count,
+            max(filter(None, (title, group.error_title)), default=None),
+        )
     errors = []
-    for code, title, count in conn.execute(query):
+    for code, (count, title) in by_code.items():
         info = error_info(code)
         errors.append(
-            {
-                "code": code,
-                "title": title,
-                "count": int(count),
-                "meaning": info.meaning,
-                "action": info.action,
-            }
+            {"code": code, "title": title, "count": count, "meaning": info.meaning, "action": info.action}
         )
     return sorted(errors, key=lambda e: (-e["count"], e["code"] if e["code"] is not None else -1))
 
@@ -203,8 +238,7 @@ def per_second(conn: Connection, campaign_id: int, column: Any) -> dict[int, int
 
 
 def _throughput(conn: Connection, campaign_id: int, sends: dict[int, int]) -> dict[str, Any]:
-    attempted = sa.and_(MESSAGE.c.campaign_id == campaign_id, SENT_AT.is_not(None))
-    first, last = conn.execute(sa.select(sa.func.min(SENT_AT), sa.func.max(SENT_AT)).where(attempted)).one()
+    """Mean and busiest second from the per-second sends (to the second), plus the throttle events."""
     throttles = conn.execute(
         sa.select(THROTTLE.c.code, sa.func.count())
         .where(THROTTLE.c.campaign_id == campaign_id)
@@ -212,26 +246,19 @@ def _throughput(conn: Connection, campaign_id: int, sends: dict[int, int]) -> di
     ).all()
     count = sum(sends.values())
     busiest = max(sends.items(), key=lambda item: (item[1], -item[0]), default=None)
-    first_dt, last_dt = _as_datetime(first), _as_datetime(last)
-    duration_s = (last_dt - first_dt).total_seconds() if first_dt and last_dt else 0.0
+    first, last = (min(sends), max(sends)) if sends else (None, None)
+    duration_s = float(last - first + 1) if first is not None and last is not None else 0.0
     return {
         "attempted": count,
-        "first_send_at": _iso(first_dt),
-        "last_send_at": _iso(last_dt),
-        "duration_s": round(duration_s, 3),
-        "mean_per_s": round(count / max(duration_s, 1.0), 2) if count else 0.0,
+        "first_send_at": _iso(datetime.fromtimestamp(first, tz=UTC)) if first is not None else None,
+        "last_send_at": _iso(datetime.fromtimestamp(last, tz=UTC)) if last is not None else None,
+        "duration_s": duration_s,
+        "mean_per_s": round(count / duration_s, 2) if count else 0.0,
         "busiest_second": busiest[1] if busiest else 0,
         "busiest_second_at": _iso(datetime.fromtimestamp(busiest[0], tz=UTC)) if busiest else None,
         "throttle_events": sum(int(n) for _, n in throttles),
         "throttle_by_code": {str(code): int(n) for code, n in throttles},
     }
-
-
-def _as_datetime(value: Any) -> datetime | None:
-    """min()/max() may lose the column type on SQLite: parse the stored text back to aware UTC."""
-    if value is None or isinstance(value, datetime):
-        return value
-    return UTCDateTime().process_result_value(value, sa.engine.default.DefaultDialect())
 
 
 def _tier(conn: Connection, settings: Settings, campaign: Campaign, counts: dict[str, int]) -> dict[str, Any]:
@@ -277,29 +304,21 @@ def calling_code(prefix: str) -> int | None:
     return None
 
 
-def _cost(conn: Connection, campaign: Campaign, card: RateCard) -> dict[str, Any]:
-    """Estimate (rate card x planned / accepted rows) and actual (billable delivered rows), in one pass."""
+def _cost(groups: list[_Group], campaign: Campaign, card: RateCard) -> dict[str, Any]:
+    """Estimate (rate card x planned / accepted rows) and actual (billable delivered rows)."""
     category = campaign.category.lower()
-    prefix = sa.func.substr(MESSAGE.c.phone, 1, 4).label("prefix")
-    delivered = MESSAGE.c.state.in_([S.DELIVERED.value, S.READ.value])
-    priced = sa.func.lower(sa.func.coalesce(MESSAGE.c.pricing_category, campaign.category))
-    billed = sa.case((sa.and_(delivered, MESSAGE.c.billable.is_(True)), priced)).label("billed")
-    rows = conn.execute(
-        sa.select(prefix, MESSAGE.c.state, billed, sa.func.count())
-        .where(MESSAGE.c.campaign_id == campaign.id, MESSAGE.c.state != S.SKIPPED.value)
-        .group_by(prefix, MESSAGE.c.state, billed)
-    ).all()
     accepted_states = {s.value for s in FUNNEL["accepted"]}
     estimate: dict[int | None, list[int]] = {}
     actual: dict[tuple[str, int | None], int] = {}
-    for value, state, billed_category, count in rows:
-        code = calling_code(str(value or ""))
+    for group in groups:
+        if group.state == S.SKIPPED:
+            continue
+        code = calling_code(group.prefix)
         entry = estimate.setdefault(code, [0, 0])
-        entry[0] += int(count)
-        entry[1] += int(count) if state in accepted_states else 0
-        if billed_category is not None:
-            key = (str(billed_category), code)
-            actual[key] = actual.get(key, 0) + int(count)
+        entry[0] += group.count
+        entry[1] += group.count if group.state in accepted_states else 0
+        if group.billed is not None:
+            actual[(group.billed, code)] = actual.get((group.billed, code), 0) + group.count
     by_country: list[dict[str, Any]] = [
         {
             "country_code": code,
