@@ -142,6 +142,7 @@ class Sandbox:
     async def handle_cloud_send(self, request: web.Request) -> web.StreamResponse:
         """`POST /{version}/{phone_number_id}/messages`."""
         if not self._authorized(request):
+            self.state.note_request(self.clock())
             return self._cloud_error(Problem(190, "Invalid OAuth access token."))
         outcome = await self._send(await request.read(), request.match_info["phone_number_id"], cloud=True)
         if isinstance(outcome, Problem):
@@ -305,6 +306,7 @@ class Sandbox:
     async def handle_onprem_send(self, request: web.Request) -> web.StreamResponse:
         """`POST /v1/messages` (On-Premises shape: no messaging_product, `{"messages":[{"id"}]}`)."""
         if not self._onprem_authorized(request):
+            self.state.note_request(self.clock())
             problem = Problem(
                 0, "Invalid or expired token: log in with POST /v1/users/login.", http_status=401
             )

@@ -26,7 +26,8 @@ async def test_an_accepted_message_gets_the_platforms_exact_success_body() -> No
 async def test_a_wrong_bearer_token_gets_190_in_the_cloud_error_shape() -> None:
     async with running_sandbox(SandboxConfig()) as sb, client_for(sb) as client:
         answer = await client.send(spring_sale("+393471234567"), token="nope")
-        assert sb.stats().accepted == 0
+        stats = sb.stats()
+    assert (stats.requests, stats.accepted, stats.errors_by_code) == (1, 0, {190: 1})
     assert answer.status == 401
     error = answer.body["error"]
     assert error["code"] == 190
