@@ -258,7 +258,8 @@ class Dispatcher:
         #: Never more sends in flight than the provider has connections (they would queue inside
         #: aiohttp and leave in a bunch, defeating the limiter's spacing).
         self.max_in_flight = min(self.dispatch.max_in_flight, getattr(provider, "pool_limit", 1 << 30))
-        self._slots = asyncio.Semaphore(self.max_in_flight)
+        self._slots_taken = 0
+        self._slot_freed = asyncio.Event()
         self._halted = asyncio.Event()
         self._reason: StopReason | None = None
         self._message = ""
@@ -318,6 +319,7 @@ class Dispatcher:
             self._message = message or reason.value
             self._resume_after = resume_after
         self._halted.set()
+        self._slot_freed.set()
 
     @property
     def halted(self) -> bool:
@@ -458,14 +460,12 @@ class Dispatcher:
             self._claimed_at.pop(row.id, None)  # it stays counted: claimed again later, it costs nothing
             self._requeue(row, after_s=wait_s, refund=True)
             return
-        if self._slots.locked() and not await self._until_halted(self._slots.acquire()):
+        if not await self._take_slot():
             self._release(row)
             return
-        if not self._slots.locked():
-            await self._slots.acquire()
         permit = await self._permit()
         if permit is None:
-            self._slots.release()
+            self._give_slot()
             self._release(row)
             return
         self.pairs.mark(row.phone, time.monotonic())
@@ -475,6 +475,20 @@ class Dispatcher:
         task = asyncio.create_task(self._send(row), name=f"send-{row.id}")
         self._in_flight[task] = row
         task.add_done_callback(self._sent)
+
+    async def _take_slot(self) -> bool:
+        """Wait for an in-flight slot (no task per wait: a send's end or a halt wakes us)."""
+        while self._slots_taken >= self.max_in_flight:
+            if self.halted:
+                return False
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+        self._slots_taken += 1
+        return True
+
+    def _give_slot(self) -> None:
+        self._slots_taken -= 1
+        self._slot_freed.set()
 
     async def _permit(self) -> Permit | None:
         """The sender's permit for one request, or None if the run halts while waiting for it."""
@@ -506,7 +520,7 @@ class Dispatcher:
         row = self._in_flight.pop(task, None)
         if row is not None:
             self._permits.pop(row.id, None)
-        self._slots.release()
+        self._give_slot()
 
     # ---------------------------------------------------------------- idle
     async def _when_idle(self) -> None:
