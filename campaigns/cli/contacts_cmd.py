@@ -253,9 +253,10 @@ def _print_contact(contact: ContactView) -> None:
     opted_out = f"opted out {contact.suppressed_at:%Y-%m-%d %H:%M} UTC" if contact.suppressed_at else "no"
     if contact.suppression_reason:
         opted_out += f" ({contact.suppression_reason})"
-    table.add_row(
-        "consent", f"yes since {contact.consent_at:%Y-%m-%d %H:%M} UTC" if contact.consent else "no"
-    )
+    consent = "yes" if contact.consent else "no"
+    if contact.consent and contact.consent_at:
+        consent += f" since {contact.consent_at:%Y-%m-%d %H:%M} UTC"
+    table.add_row("consent", consent)
     table.add_row("opted out", opted_out)
     table.add_row("lists", ", ".join(contact.lists) or "(none)")
     for name, value in contact.attributes.items():

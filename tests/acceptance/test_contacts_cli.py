@@ -264,3 +264,19 @@ def test_an_invalid_number_on_the_command_line_is_a_one_line_error(wacamp: Run) 
         "Error: '333 1234567' is not a usable phone number: no country code: write it as +<country code>… "
         "or give a region (--region IT)"
     )
+
+
+def test_show_prints_consent_opt_out_lists_and_attributes_for_people(wacamp: Run, tmp_path: Path) -> None:
+    people_file(tmp_path)
+    as_json(wacamp("contacts", "import", "people.csv", "--list", "spring", "--region", "IT", "--json"))
+    wacamp("contacts", "optout", "+393477654321", "--reason", "asked")
+
+    mario = wacamp("contacts", "show", "333 1234567", "--region", "IT").stdout
+    anna = wacamp("contacts", "show", "+39 347 765 4321").stdout
+
+    assert "+393331234567" in mario
+    assert "yes since" in mario
+    assert "spring" in mario
+    assert "Mario" in mario
+    assert "opted out" in anna
+    assert "(asked)" in anna
