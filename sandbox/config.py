@@ -81,6 +81,8 @@ class SandboxConfig:
     marketing_limit_numbers: frozenset[str] = frozenset()
     #: Users who stopped marketing messages (131050 by webhook on marketing templates).
     opted_out_numbers: frozenset[str] = frozenset()
+    #: Marketing templates to US numbers (+1) fail with 131049, as the platform does (second-hand).
+    us_marketing_blocked: bool = True
     webhook_url: str | None = None
     webhook: WebhookTiming = field(default_factory=WebhookTiming)
     seed: int = 0

@@ -37,6 +37,8 @@ def async_failure(
         return None
     if wa_id in config.opted_out_numbers or wa_id in opted_out:
         return 131050, "The recipient has chosen to stop receiving marketing messages from your business."
+    if config.us_marketing_blocked and wa_id.startswith("1"):
+        return 131049, "Marketing template messages cannot be delivered to US phone numbers."
     if wa_id in config.marketing_limit_numbers or share_hit(
         seed=config.seed, salt="marketing-limit", key=wa_id, share=config.marketing_limit_share
     ):

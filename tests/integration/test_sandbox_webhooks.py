@@ -6,7 +6,7 @@ import dataclasses
 
 from sandbox.config import SandboxConfig, WebhookTiming
 from sandbox.server import running_sandbox
-from tests.sandbox_support import Receiver, client_for, numbers, receiving, spring_sale
+from tests.sandbox_support import Receiver, client_for, numbers, receiving, spring_sale, template_body
 
 FAST = WebhookTiming(
     sent_delay_s=(0.0, 0.02),
@@ -128,6 +128,31 @@ async def test_marketing_limit_and_opted_out_users_fail_by_webhook_with_131049_a
         s["recipient_id"]: s["errors"][0]["code"] for s in receiver.statuses() if s["status"] == "failed"
     }
     assert codes == {"393470000001": 131049, "393470000002": 131050}
+
+
+async def test_marketing_to_us_numbers_fails_with_131049_but_utility_goes_through() -> None:
+    named = [
+        {
+            "type": "body",
+            "parameters": [
+                {"type": "text", "text": "Emma", "parameter_name": "first_name"},
+                {"type": "text", "text": "A-9", "parameter_name": "order_id"},
+            ],
+        }
+    ]
+    timing = dataclasses.replace(FAST, delivered_share=0.0)
+    async with (
+        receiving() as receiver,
+        running_sandbox(config_for(receiver, webhook=timing)) as sb,
+        client_for(sb) as client,
+    ):
+        await client.send(spring_sale("+12025550123"))
+        await client.send(template_body("+12025550124", "order_shipped", "en", named))
+        assert await sb.webhooks_drained(timeout_s=10)
+    outcome = {
+        s["recipient_id"]: (s["status"], s.get("errors", [{}])[0].get("code")) for s in receiver.statuses()
+    }
+    assert outcome == {"12025550123": ("failed", 131049), "12025550124": ("sent", None)}
 
 
 async def test_a_share_of_delivered_statuses_arrives_twice() -> None:
