@@ -54,6 +54,7 @@ class Problem:
 
     @property
     def title(self) -> str:
+        """Meta's title for the code."""
         return ERRORS.get(self.code, ("Unknown error", 400))[0]
 
     def status(self, *, throttle_status: int) -> int:

@@ -116,6 +116,7 @@ class Sandbox:
             await self.emitter.close()
 
     def stats(self) -> SandboxStats:
+        """A snapshot of the counters."""
         return self.state.snapshot()
 
     # -- responses ---------------------------------------------------------------------------------
@@ -422,9 +423,11 @@ class RunningSandbox:
 
     @property
     def config(self) -> SandboxConfig:
+        """The configuration it runs with."""
         return self.sandbox.config
 
     def stats(self) -> SandboxStats:
+        """A snapshot of the counters (what `GET /_sandbox/stats` returns)."""
         return self.sandbox.stats()
 
     async def webhooks_drained(self, *, timeout_s: float = 30.0) -> bool:

@@ -37,6 +37,7 @@ class WebhookCounts:
     pending: int = 0
 
     def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (integer keys become strings)."""
         return {
             "statuses": dict(self.statuses),
             "failed_by_code": {str(code): n for code, n in self.failed_by_code.items()},
@@ -137,6 +138,7 @@ class SandboxState:
         self._instance = secrets.token_hex(6).upper()
 
     def window(self, now: float) -> int:
+        """The index of the 1 s window (since the start) that `now` falls in."""
         return int((now - self.started_at) // WINDOW_S)
 
     def note_request(self, now: float) -> None:
@@ -145,6 +147,7 @@ class SandboxState:
         self.requests_per_window[self.window(now)] += 1
 
     def note_error(self, code: int) -> None:
+        """Count one error answered with `code`."""
         self.errors_by_code[code] += 1
 
     def _trailing(self, phone_number_id: str, now: float) -> deque[float]:

@@ -30,6 +30,7 @@ class TemplateSpec:
 
     @property
     def is_marketing(self) -> bool:
+        """MARKETING templates are the ones per-user limits and opt-outs apply to."""
         return self.category == "MARKETING"
 
     @classmethod
@@ -71,9 +72,11 @@ class TemplateBook:
         self._names = {spec.name for spec in self._specs.values()}
 
     def get(self, name: str, language: str) -> TemplateSpec | None:
+        """The template of that name in that language, if any."""
         return self._specs.get((name, language))
 
     def has_name(self, name: str) -> bool:
+        """Is there a template of that name in any language?"""
         return name in self._names
 
     def listing(self) -> list[dict[str, Any]]:

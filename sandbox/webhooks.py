@@ -214,6 +214,7 @@ class WebhookEmitter:
         self._wake.set()
 
     def schedule_statuses(self, plan: list[PlannedStatus], *, now: float, phone_number_id: str) -> None:
+        """Schedule a message's planned statuses relative to its acceptance at monotonic time `now`."""
         for planned in plan:
             self.schedule(
                 field="statuses",
