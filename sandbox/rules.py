@@ -146,7 +146,9 @@ def lookup_template(book: TemplateBook, message: OutgoingMessage) -> TemplateSpe
     language = message.template_language or ""
     spec = book.get(name, language)
     if spec is None:
-        return Problem(132001, f"template name ({name}) does not exist in {language}")
+        languages = book.languages_of(name)
+        elsewhere = f"; it exists in {', '.join(languages)}" if languages else ""
+        return Problem(132001, f"template name ({name}) does not exist in {language}{elsewhere}")
     if spec.status == "PAUSED":
         return Problem(132015, f"template {name} ({language}) is paused")
     if spec.status == "DISABLED":

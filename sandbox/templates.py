@@ -69,15 +69,14 @@ class TemplateBook:
     def __init__(self, items: tuple[dict[str, Any], ...]) -> None:
         self._items = [dict(item) for item in items]
         self._specs = {(spec.name, spec.language): spec for spec in map(TemplateSpec.from_listing, items)}
-        self._names = {spec.name for spec in self._specs.values()}
 
     def get(self, name: str, language: str) -> TemplateSpec | None:
         """The template of that name in that language, if any."""
         return self._specs.get((name, language))
 
-    def has_name(self, name: str) -> bool:
-        """Is there a template of that name in any language?"""
-        return name in self._names
+    def languages_of(self, name: str) -> list[str]:
+        """The languages a template of that name exists in (empty when there is none)."""
+        return sorted(language for (known, language) in self._specs if known == name)
 
     def listing(self) -> list[dict[str, Any]]:
         """The templates as `GET /{waba_id}/message_templates` lists them (current statuses)."""

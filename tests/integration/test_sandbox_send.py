@@ -65,6 +65,11 @@ async def test_unknown_unapproved_and_wrong_language_templates_get_132001() -> N
         answers = [await client.send(b) for b in bodies]
     assert [a.code for a in answers] == [132001] * 4
     assert all(a.status == 404 for a in answers)
+    assert (
+        answers[3]
+        .body["error"]["error_data"]["details"]
+        .endswith("does not exist in fr; it exists in en, it")
+    )
 
 
 async def test_a_paused_template_gets_132015() -> None:
