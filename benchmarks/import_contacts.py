@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,42 +145,41 @@ def run_cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[dict[str, objec
     return data, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def fresh_database(workdir: Path, postgres: str | None) -> str:
+@contextmanager
+def fresh_database(workdir: Path, postgres: str | None) -> Iterator[str]:
+    """The URL of an empty database: a SQLite file in workdir, or a PostgreSQL database dropped after."""
     if not postgres:
-        return f"sqlite:///{workdir / f'bench-{uuid.uuid4().hex[:8]}.db'}"
+        yield f"sqlite:///{workdir / f'bench-{uuid.uuid4().hex[:8]}.db'}"
+        return
     admin_url = sa.make_url(postgres).set(drivername="postgresql+psycopg")
     name = f"wacamp_bench_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    admin.dispose()
-    return admin_url.set(database=name).render_as_string(hide_password=False)
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 def import_twice(path: Path, rows: int, *, workdir: Path, postgres: str | None) -> list[Measure]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WACAMP_")}
-    env["WACAMP_DATABASE_URL"] = fresh_database(workdir, postgres)
-    run_cli("db", "upgrade", env=env, cwd=workdir)
-    measures = []
-    for case, expect in (
-        ("wacamp contacts import (new)", "imported"),
-        ("wacamp contacts import (again)", "updated"),
-    ):
-        data, wall, cpu, rss = run_cli(
-            "contacts",
-            "import",
-            str(path),
-            "--list",
-            "bench",
-            "--region",
-            "IT",
-            "--json",
-            env=env,
-            cwd=workdir,
-        )
-        assert data[expect] == rows and data["rejected"] == 0, data
-        measures.append(Measure(case, rows, wall, cpu, rss, f"{expect} {data[expect]:,}"))
-    return measures
+    with fresh_database(workdir, postgres) as url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WACAMP_")}
+        env["WACAMP_DATABASE_URL"] = url
+        run_cli("db", "upgrade", env=env, cwd=workdir)
+        return [_import(path, rows, case, expect, env=env, cwd=workdir) for case, expect in CASES]
+
+
+CASES = (("wacamp contacts import (new)", "imported"), ("wacamp contacts import (again)", "updated"))
+
+
+def _import(path: Path, rows: int, case: str, expect: str, *, env: dict[str, str], cwd: Path) -> Measure:
+    args = ("contacts", "import", str(path), "--list", "bench", "--region", "IT", "--json")
+    data, wall, cpu, rss = run_cli(*args, env=env, cwd=cwd)
+    assert data[expect] == rows and data["rejected"] == 0, data
+    return Measure(case, rows, wall, cpu, rss, f"{expect} {data[expect]:,}")
 
 
 def table(measures: list[Measure], *, backend: str) -> Table:
