@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
@@ -37,13 +37,21 @@ LISTING_LIMIT_MAX = 1000
 PHONE_FIELDS_DEFAULT = ("display_phone_number", "verified_name", "quality_rating")
 
 
-@dataclass(frozen=True)
-class Accepted:
+class Accepted(NamedTuple):
     """A send the sandbox took: its id, the parsed message, and whether to reset the connection anyway."""
 
     wamid: str
     message: OutgoingMessage
     reset: bool
+
+
+def cloud_success_body(accepted: Accepted) -> bytes:
+    """The Cloud API success body, written out directly (the hot path of every benchmark)."""
+    to = json.dumps(accepted.message.to)
+    return (
+        f'{{"messaging_product":"whatsapp","contacts":[{{"input":{to},"wa_id":"{accepted.message.wa_id}"}}],'
+        f'"messages":[{{"id":"{accepted.wamid}","message_status":"accepted"}}]}}'
+    ).encode()
 
 
 def _basic_credentials(header: str) -> bytes:
@@ -148,19 +156,14 @@ class Sandbox:
         outcome = await self._send(await request.read(), request.match_info["phone_number_id"], cloud=True)
         if isinstance(outcome, Problem):
             return self._cloud_error(outcome)
-        body = {
-            "messaging_product": "whatsapp",
-            "contacts": [{"input": outcome.message.to, "wa_id": outcome.message.wa_id}],
-            "messages": [{"id": outcome.wamid, "message_status": "accepted"}],
-        }
-        return self._answer(request, body, reset=outcome.reset)
+        return self._answer(request, cloud_success_body(outcome), reset=outcome.reset)
 
-    def _answer(self, request: web.Request, body: dict[str, Any], *, reset: bool) -> web.StreamResponse:
+    def _answer(self, request: web.Request, body: bytes, *, reset: bool) -> web.StreamResponse:
         if reset:
             self.state.resets_after_accept += 1
             if request.transport is not None:
                 request.transport.abort()
-        return web.Response(body=json.dumps(body).encode(), content_type=JSON)
+        return web.Response(body=body, content_type=JSON)
 
     async def _send(self, raw: bytes, phone_number_id: str, *, cloud: bool) -> Accepted | Problem:
         now = self.clock()
@@ -260,7 +263,7 @@ class Sandbox:
             accepted_wall_s=self.wall(),
             failure=failure,
         )
-        nth = self.state.accepted_per_recipient[message.wa_id]
+        nth = self.state.accepted_per_recipient.get(message.wa_id, 0)
         rng = random.Random(f"{self.config.seed}:{message.content_key}:{nth}")
         plan = plan_statuses(accepted, timing=self.config.webhook, rng=rng, counts=self.state.webhooks)
         self.emitter.schedule_statuses(plan, now=now, phone_number_id=phone)
@@ -316,7 +319,7 @@ class Sandbox:
         if isinstance(outcome, Problem):
             return self._onprem_error(outcome)
         body = {"messages": [{"id": outcome.wamid}], "meta": ONPREM_META}
-        return self._answer(request, body, reset=outcome.reset)
+        return self._answer(request, json.dumps(body).encode(), reset=outcome.reset)
 
     # -- management API ----------------------------------------------------------------------------
 

@@ -122,7 +122,7 @@ class SandboxState:
         self.duplicate_examples: list[str] = []
         self.errors_by_code: Counter[int] = Counter()
         self.async_failures_by_code: Counter[int] = Counter()
-        self.accepted_per_recipient: Counter[str] = Counter()
+        self.accepted_per_recipient: dict[str, int] = {}
         self.attempts_per_recipient: Counter[str] = Counter()
         self.template_sends: Counter[str] = Counter()
         self.resets_after_accept = 0
@@ -194,15 +194,24 @@ class SandboxState:
         """Remember one accepted message: rate window, pair time, duplicates, per-recipient counts."""
         recent = self._trailing(phone_number_id, now)
         recent.append(now)
-        self.max_accepted_trailing_1s = max(self.max_accepted_trailing_1s, len(recent))
+        in_last_second = len(recent)
+        if in_last_second > self.max_accepted_trailing_1s:
+            self.max_accepted_trailing_1s = in_last_second
         by_phone = self.max_trailing_1s_by_phone
-        by_phone[phone_number_id] = max(by_phone[phone_number_id], len(recent))
-        self.accepted_per_window_by_phone.setdefault(phone_number_id, Counter())[self.window(now)] += 1
-        self._last_accept[wa_id] = now
-        self._last_accept.move_to_end(wa_id)
+        if in_last_second > by_phone[phone_number_id]:
+            by_phone[phone_number_id] = in_last_second
+        window = int((now - self.started_at) // WINDOW_S)
+        phone_windows = self.accepted_per_window_by_phone.get(phone_number_id)
+        if phone_windows is None:
+            phone_windows = self.accepted_per_window_by_phone[phone_number_id] = Counter()
+        phone_windows[window] += 1
+        last_accept = self._last_accept
+        last_accept[wa_id] = now
+        last_accept.move_to_end(wa_id)
         self.accepted += 1
-        self.accepted_per_window[self.window(now)] += 1
-        self.accepted_per_recipient[wa_id] += 1
+        self.accepted_per_window[window] += 1
+        per_recipient = self.accepted_per_recipient
+        per_recipient[wa_id] = per_recipient.get(wa_id, 0) + 1
         if template_key is not None:
             self.template_sends[template_key] += 1
         # Python's str hash: 64 bits, stable within the process, no collision in practice at these sizes.
