@@ -31,7 +31,8 @@ def _fresh_postgres_database() -> Iterator[str]:
         pytest.skip(NO_POSTGRES)
     admin_url = make_url(POSTGRES_URL).set(drivername="postgresql+psycopg")
     name = f"wacamp_t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    # pre-ping: a test may restart PostgreSQL (tests/reliability), leaving a dead pooled connection
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     try:
