@@ -15,8 +15,10 @@ from tests.integration.test_report import seed_report_campaign
 
 
 @pytest.fixture
-def seeded_db(tmp_path: Path) -> Path:
-    engine = make_engine(f"sqlite:///{tmp_path / 'wacamp.db'}")
+def seeded_db(tmp_path: Path, db_url: str) -> Path:
+    """The seeded database (SQLite and PostgreSQL), named in ./wacamp.toml where the CLI runs."""
+    (tmp_path / "wacamp.toml").write_text(f"[database]\nurl = {json.dumps(db_url)}\n", encoding="utf-8")
+    engine = make_engine(db_url)
     upgrade(engine)
     settings, _ = load_settings(environ={})
     seed_report_campaign(engine, settings)

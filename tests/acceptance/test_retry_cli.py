@@ -13,8 +13,10 @@ from tests.integration.test_followup import failed_parent
 
 
 @pytest.fixture
-def parent_db(tmp_path: Path) -> Path:
-    engine = make_engine(f"sqlite:///{tmp_path / 'wacamp.db'}")
+def parent_db(tmp_path: Path, db_url: str) -> Path:
+    """The seeded database (SQLite and PostgreSQL), named in ./wacamp.toml where the CLI runs."""
+    (tmp_path / "wacamp.toml").write_text(f"[database]\nurl = {json.dumps(db_url)}\n", encoding="utf-8")
+    engine = make_engine(db_url)
     upgrade(engine)
     settings, _ = load_settings(environ={})
     failed_parent(engine, settings)

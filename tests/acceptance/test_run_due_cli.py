@@ -81,13 +81,14 @@ async def test_two_run_due_started_together_send_each_recipient_once_and_the_sec
 
 
 async def test_schedule_then_run_due_sends_only_what_is_due_and_logs_one_json_summary(
-    sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
+    migrated: tuple[str, Engine], tmp_path: Path
 ) -> None:
+    url, engine = migrated
     async with running_sandbox(SandboxConfig(mps=0, pair_spacing_s=0)) as sandbox:
-        env = {**sandbox_env(sandbox.base_url), "WACAMP_DATABASE_URL": sqlite_url}
+        env = {**sandbox_env(sandbox.base_url), "WACAMP_DATABASE_URL": url}
         settings = sandbox_settings(sandbox.base_url)
-        now_id = make_campaign(sqlite_engine, settings, name="now", recipients=phones(5))
-        later_id = make_campaign(sqlite_engine, settings, name="later", recipients=phones(5, start=50))
+        now_id = make_campaign(engine, settings, name="now", recipients=phones(5))
+        later_id = make_campaign(engine, settings, name="later", recipients=phones(5, start=50))
         code, out, err = await wacamp(
             "campaigns",
             "schedule",
@@ -112,9 +113,9 @@ async def test_schedule_then_run_due_sends_only_what_is_due_and_logs_one_json_su
             "run-due", "--log-format", "json", "--log-file", str(log_file), env=env, cwd=tmp_path
         )
         assert code == 0, err
-        assert states(sqlite_engine, now_id) == {"accepted": 5}
-        assert states(sqlite_engine, later_id) == {"planned": 5}
-        assert campaign_state(sqlite_engine, later_id) == "planned"
+        assert states(engine, now_id) == {"accepted": 5}
+        assert states(engine, later_id) == {"planned": 5}
+        assert campaign_state(engine, later_id) == "planned"
         lines = [json.loads(line) for line in log_file.read_text().splitlines()]
         summaries = [line for line in lines if line["message"].startswith("run-due finished")]
         assert len(summaries) == 1
@@ -160,13 +161,14 @@ async def test_scheduling_a_campaign_with_a_malformed_window_names_it(
 
 
 async def test_create_takes_the_schedule_options_and_reads_at_in_the_given_zone(
-    sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
+    migrated: tuple[str, Engine], tmp_path: Path
 ) -> None:
+    url, engine = migrated
     from sandbox.samples import sample_templates
     from tests.campaign_seed import Person, seed_list, seed_templates
 
-    seed_templates(sqlite_engine, *sample_templates())
-    seed_list(sqlite_engine, "it", [Person("+393470000001", {"first_name": "Marco"})])
+    seed_templates(engine, *sample_templates())
+    seed_list(engine, "it", [Person("+393470000001", {"first_name": "Marco"})])
     code, _, err = await wacamp(
         "campaigns",
         "create",
@@ -191,15 +193,15 @@ async def test_create_takes_the_schedule_options_and_reads_at_in_the_given_zone(
         "22:00-06:00",
         "--deadline",
         "2026-03-29 06:00",
-        env={"WACAMP_DATABASE_URL": sqlite_url},
+        env={"WACAMP_DATABASE_URL": url},
         cwd=tmp_path,
     )
     assert code == 0, err
     from campaigns.cli.schedule_cmd import describe
     from scheduler.control import find_campaign
 
-    with sqlite_engine.connect() as conn:
-        data = describe(sqlite_engine, find_campaign(conn, "night").id)
+    with engine.connect() as conn:
+        data = describe(engine, find_campaign(conn, "night").id)
     assert data["scheduled_at"]["utc"] == "2026-03-28T21:00:00+00:00"
     assert (data["timezone"], data["window"]) == ("Europe/Rome", "22:00-06:00")
     assert data["deadline"]["utc"] == "2026-03-29T04:00:00+00:00"  # 06:00 CEST, after the DST change
