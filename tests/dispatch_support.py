@@ -96,25 +96,17 @@ def seed_campaign(
             .returning(sa.column("id"))
         ).scalar_one()
         phones = [phone_of(first_contact + i) for i in range(recipients)]
-        existing = dict(
-            conn.execute(
-                sa.select(contact_t.c.phone, contact_t.c.id).where(contact_t.c.phone.in_(phones))
-            ).all()
-        )
+        existing = _contact_ids(conn, phones)
         new = [p for p in phones if p not in existing]
-        if new:
+        for start in range(0, len(new), 5000):
             conn.execute(
                 sa.insert(contact_t),
                 [
                     {"phone": p, "attributes": {}, "consent": True, "created_at": now, "updated_at": now}
-                    for p in new
+                    for p in new[start : start + 5000]
                 ],
             )
-        ids = dict(
-            conn.execute(
-                sa.select(contact_t.c.phone, contact_t.c.id).where(contact_t.c.phone.in_(phones))
-            ).all()
-        )
+        ids = _contact_ids(conn, phones)
         first_id = (conn.scalar(sa.select(sa.func.max(message_t.c.id))) or 0) + 1
         rows = []
         for offset, phone in enumerate(phones):
@@ -138,6 +130,16 @@ def seed_campaign(
         for start in range(0, len(rows), 1000):
             conn.execute(sa.insert(message_t), rows[start : start + 1000])
     return int(campaign_id)
+
+
+def _contact_ids(conn: sa.Connection, phones: list[str]) -> dict[str, int]:
+    table = Contact.__table__  # type: ignore[attr-defined]
+    found: dict[str, int] = {}
+    for start in range(0, len(phones), 5000):
+        chunk = phones[start : start + 5000]
+        query = sa.select(table.c.phone, table.c.id).where(table.c.phone.in_(chunk))
+        found.update((phone, int(cid)) for phone, cid in conn.execute(query))
+    return found
 
 
 def _ensure_list(conn: sa.Connection, name: str, now: datetime) -> int:
