@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -243,8 +245,12 @@ class Dispatcher:
         self.pairs = PairSpacer(
             spacing_s=self.limits.pair_spacing_s, retry_base_s=self.limits.pair_retry_base_s
         )
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wacamp-db")
         self.writer = ResultWriter(
-            engine, batch_rows=self.dispatch.write_batch_rows, batch_ms=self.dispatch.write_batch_ms
+            engine,
+            batch_rows=self.dispatch.write_batch_rows,
+            batch_ms=self.dispatch.write_batch_ms,
+            executor=self._db,
         )
         self.stats = RunStats()
         self.budget: TierBudget | None = None
@@ -268,10 +274,22 @@ class Dispatcher:
         self._recovered = 0
         self._remaining_at_start = 0
 
+    async def _in_db(self, func: Callable[..., T], *args: Any) -> T:
+        """Run a database write on the run's one database thread.
+
+        Claims, result batches and state changes never contend with each other inside this process,
+        so SQLite's busy handler (which sleeps in steps of up to 100 ms) never gets involved.
+        """
+        return await asyncio.get_running_loop().run_in_executor(self._db, functools.partial(func, *args))
+
     # ----------------------------------------------------------------- run
     async def run(self) -> RunReport:
         """Send the campaign; return how it ended (never raises for platform errors)."""
-        await self._prepare()
+        try:
+            await self._prepare()
+        except BaseException:
+            self._db.shutdown(wait=False)
+            raise
         writer_task = self.writer.start()
         helpers = [
             asyncio.create_task(self._control_loop(), name="campaign-control"),
@@ -289,7 +307,10 @@ class Dispatcher:
         finally:
             for task in [pump, *helpers]:
                 task.cancel()
-        return await asyncio.to_thread(self._finish)
+        try:
+            return await self._in_db(self._finish)
+        finally:
+            self._db.shutdown(wait=False)
 
     async def _forced_stop(self, tasks: list[asyncio.Task[None]]) -> None:
         """A second Ctrl-C: stop at once, but still write every result and the campaign's state."""
@@ -297,7 +318,8 @@ class Dispatcher:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._shutdown(grace_s=0)
-        self.last_report = await asyncio.to_thread(self._finish)
+        self.last_report = await self._in_db(self._finish)
+        self._db.shutdown(wait=False)
 
     async def _supervise(self, pump: asyncio.Task[None], helpers: list[asyncio.Task[None]]) -> None:
         """Wait for the send loop; a helper that dies halts the run (never half-alive)."""
@@ -335,7 +357,7 @@ class Dispatcher:
             raise UserError(
                 f"campaign {ref.name!r} is paused{reason}: run `wacamp campaigns resume {ref.name}` first"
             )
-        await asyncio.to_thread(self._recover_and_sweep)
+        await self._in_db(self._recover_and_sweep)
         self.tier = await resolve_tier(settings=self.settings, sender=self.sender, provider=self.provider)
         self.announce(_describe_tier(self.tier))
         if self._recovered:
@@ -350,7 +372,7 @@ class Dispatcher:
             window_s=self.limits.tier_window_h * 3600,
             clock=self.now,
         )
-        await asyncio.to_thread(self._start_run)
+        await self._in_db(self._start_run)
 
     def _recover_and_sweep(self) -> None:
         now = self.now()
@@ -422,7 +444,7 @@ class Dispatcher:
         """
         target = self._claim_size()
         if self._claiming is None and len(self._ready) < max(1, target // 2) and not self.halted:
-            self._claiming = asyncio.ensure_future(asyncio.to_thread(self._claim, target - len(self._ready)))
+            self._claiming = asyncio.ensure_future(self._in_db(self._claim, target - len(self._ready)))
         if self._claiming is not None and (self._claiming.done() or not self._ready):
             # Never cancelled: the claim commits in its thread whatever happens to this task.
             claimed = await asyncio.shield(self._claiming)
@@ -527,7 +549,7 @@ class Dispatcher:
         """Nothing to claim now: finish, wait for budget or for rows due later, or claim again."""
         await self._drain_in_flight()
         await self.writer.flush()
-        decision = await asyncio.to_thread(self._idle_decision)
+        decision = await self._in_db(self._idle_decision)
         if decision is None:
             await asyncio.sleep(0.05)
         elif isinstance(decision, float):
@@ -706,7 +728,7 @@ class Dispatcher:
             elif ref.state == CampaignState.CANCELLED:
                 self._halt(StopReason.CANCELLED)
             if time.monotonic() - last_renew >= renew_every_s:
-                await asyncio.to_thread(self._renew_leases)
+                await self._in_db(self._renew_leases)
                 last_renew = time.monotonic()
 
     def _reload(self) -> control.CampaignRef:
