@@ -44,3 +44,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist
+
+# docs/reliability.md from a run of tests/reliability (every tier: about 15 minutes on 2 cores).
+.PHONY: reliability-report
+reliability-report: $(STAMP)
+	$(BIN)/python scripts/reliability_report.py

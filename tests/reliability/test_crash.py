@@ -22,7 +22,7 @@ from tests.reliability.record import record
 from tests.reliability.support import ServedSandbox, audit, run, served_sandbox, start
 from tests.scheduling_support import campaign_state, make_campaign, phones, sandbox_env, sandbox_settings
 
-QUICK_KILLS = 4
+QUICK_KILLS = 3
 SLOW_KILLS = 20
 
 

@@ -91,8 +91,12 @@ async def kill_and_restart(
     rng = random.Random(seed)
     process = await serve(port, env=env, cwd=cwd)
     done = 0
+    step = max(platform.total // (kills + 1), 2)
     for _ in range(kills):
-        await asyncio.sleep(rng.uniform(0.05, 0.8))
+        # a seeded moment under load: after a random number of further acknowledgements
+        target = len(platform.acknowledged) + rng.randint(1, step)
+        while len(platform.acknowledged) < min(target, platform.total):
+            await asyncio.sleep(0.002)
         if len(platform.acknowledged) == platform.total:
             break
         done += int(await kill9(process))
