@@ -262,15 +262,21 @@ def main() -> None:
     console = Console(width=150)
     sizes = [int(s) for s in args.sizes.split(",")]
     results = []
+    runs = [("SQLite", None)] * (not args.no_sqlite) + [("PostgreSQL", args.postgres)] * bool(args.postgres)
     with tempfile.TemporaryDirectory(prefix="wacamp-bench-") as tmp:
         os.chdir(tmp)  # no ./wacamp.toml of the developer's
         for size in sizes:
-            if not args.no_sqlite:
-                console.print(f"[dim]SQLite, {size:,} recipients …[/]", highlight=False)
-                results.append(("SQLite", size, measure_sqlite(size, Path(tmp))))
-            if args.postgres:
-                console.print(f"[dim]PostgreSQL, {size:,} recipients …[/]", highlight=False)
-                results.append(("PostgreSQL", size, measure_postgres(size, args.postgres)))
+            for database, admin_url in runs:
+                console.print(f"[dim]{database}, {size:,} recipients …[/]", highlight=False)
+                try:
+                    result = (
+                        measure_postgres(size, admin_url) if admin_url else measure_sqlite(size, Path(tmp))
+                    )
+                except Exception as exc:  # a shared server may go away: report it, keep the other rows
+                    console.print(f"[red]{database}, {size:,}: failed: {type(exc).__name__}: {exc}"[:300])
+                    continue
+                console.print(json.dumps({"database": database, "size": size, **result}), highlight=False)
+                results.append((database, size, result))
     console.print(_table(results))
     console.print(
         f"reproduce: .venv/bin/python benchmarks/plan_campaign.py {' '.join(sys.argv[1:])}".rstrip()
