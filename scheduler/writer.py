@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -130,8 +131,12 @@ def _apply_contacts(conn: Connection, actions: Sequence[ContactAction], *, now: 
 class ResultWriter:
     """Batches outcomes into the ledger from one task (see the module docstring)."""
 
-    def __init__(self, engine: Engine, *, batch_rows: int, batch_ms: int) -> None:
+    def __init__(
+        self, engine: Engine, *, batch_rows: int, batch_ms: int, executor: Executor | None = None
+    ) -> None:
         self.engine = engine
+        #: Where batches are written (the dispatcher's one database thread; the default pool if None).
+        self.executor = executor
         self.batch_rows = batch_rows
         self.batch_s = batch_ms / 1000
         self._queue: asyncio.Queue[Item | asyncio.Future[None] | None] = asyncio.Queue()
@@ -178,7 +183,9 @@ class ResultWriter:
                 done = await self._gather()
                 if len(self._pending):
                     self._applying, self._pending = self._pending, WriteBatch()
-                    await asyncio.to_thread(apply_batch, self.engine, self._applying)
+                    await asyncio.get_running_loop().run_in_executor(
+                        self.executor, apply_batch, self.engine, self._applying
+                    )
                     self.written += len(self._applying.outcomes)
                     self.batches += 1
                     self._applying = None
