@@ -148,6 +148,17 @@ async def sending_outputs(outputs: Outputs, engine: Engine, url: str, tmp_path: 
             outputs, "run-due-refused", "run-due", "--log-level", "DEBUG", env=env, cwd=tmp_path
         )
         await run_and_keep(outputs, "templates-sync-refused", "templates", "sync", env=env, cwd=tmp_path)
+        make_campaign(
+            engine,
+            sandbox_settings(sb.base_url),
+            name="u",
+            recipients=phones(2, start=80),
+            scheduled_at=utcnow(),
+        )
+        onprem = {**env, "WACAMP_API": "onprem", "WACAMP_ONPREM_USERNAME": "admin"}  # a wrong password
+        await run_and_keep(
+            outputs, "onprem-login-refused", "run-due", "--log-level", "DEBUG", env=onprem, cwd=tmp_path
+        )
         for fmt in ("table", "json", "csv", "html"):
             target = tmp_path / f"report.{fmt}"
             await run_and_keep(
