@@ -61,12 +61,24 @@ class Receiver:
             return exc.code
 
 
-def _serve(server: WebhookServer, ready: threading.Event, stop: list[asyncio.Event]) -> None:
+@dataclass
+class Stopper:
+    """Set by the server thread: its loop and the event that ends it."""
+
+    loop: asyncio.AbstractEventLoop | None = None
+    event: asyncio.Event | None = None
+
+    def stop(self) -> None:
+        assert self.loop is not None and self.event is not None
+        self.loop.call_soon_threadsafe(self.event.set)
+
+
+def _serve(server: WebhookServer, ready: threading.Event, stopper: Stopper) -> None:
     async def main() -> None:
-        stop.append(asyncio.Event())
+        stopper.loop, stopper.event = asyncio.get_running_loop(), asyncio.Event()
         async with server:
             ready.set()
-            await stop[0].wait()
+            await stopper.event.wait()
 
     asyncio.run(main())
 
@@ -79,13 +91,12 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     seeded = seed_campaign(engine, count=6)
     app_settings, _ = load_settings(environ={})
     server = WebhookServer(engine, app_settings, port=0, sandbox=True, process=False)
-    ready, stop = threading.Event(), []  # type: ignore[var-annotated]
-    thread = threading.Thread(target=_serve, args=(server, ready, stop), daemon=True)
+    ready, stopper = threading.Event(), Stopper()
+    thread = threading.Thread(target=_serve, args=(server, ready, stopper), daemon=True)
     thread.start()
     assert ready.wait(30)
     yield Receiver(engine, app_settings, server.url.replace("0.0.0.0", "127.0.0.1"), seeded)
-    loop_stop = stop[0]
-    loop_stop._loop.call_soon_threadsafe(loop_stop.set)  # type: ignore[attr-defined]
+    stopper.stop()
     thread.join(30)
     engine.dispose()
 
