@@ -16,7 +16,7 @@ open loop at a fixed 1,000 req/s for S seconds (latency measured from the intend
 stalled server cannot hide its queue).
 
 Reproduce:
-    .venv/bin/python benchmarks/webhooks.py                      # 10 s phases, 64 concurrent
+    .venv/bin/python benchmarks/webhooks.py                      # 3 rounds of 10 s phases, 64 concurrent
     .venv/bin/python benchmarks/webhooks.py --seconds 5 --concurrency 128
     WACAMP_BENCH_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
         .venv/bin/python benchmarks/webhooks.py
@@ -234,82 +234,104 @@ async def measure(name: str, url: str, args: argparse.Namespace, offset: int) ->
     return {"name": name, "sustained": sustained, "at_rate": at_rate}
 
 
-async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
+async def _durable(variant: str, args: argparse.Namespace, folder: Path, settings: Any) -> dict[str, Any]:
+    engine, label = _database(os.environ.get("WACAMP_BENCH_POSTGRES_URL"), folder)
+    follower = _processor_process(engine) if variant == "+ processor process" else None
+    try:
+        async with WebhookServer(
+            engine, settings, port=0, sandbox=True, process=variant == "+ processor"
+        ) as server:
+            result = await measure(f"durable ({label}) {variant}", server.url, args, 0)
+            result["commits"] = server.writer.commits
+            result["stored"] = server.writer.stored
+    finally:
+        if follower is not None:
+            follower.terminate()
+            follower.wait(timeout=60)
+    if variant == "store only":
+        started = time.perf_counter()
+        done = process_pending(engine, settings)
+        result["process_rows_per_s"] = done.rows / (time.perf_counter() - started)
+    result["pending_after"] = pending_count(engine)
+    engine.dispose()
+    return result
+
+
+async def main_async(args: argparse.Namespace) -> list[list[dict[str, Any]]]:
+    """Rounds alternate between the servers (the machine's load changes); returns runs per server."""
     settings, _ = load_settings(environ={})
-    results = []
+    variants = [
+        "baseline",
+        *(v for v in ("store only", "+ processor", "+ processor process") if v in args.variants),
+    ]
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as folder:
-        async with AsyncExitStack() as stack:
-            url = await _baseline(stack)
-            results.append(await measure("baseline: answer 200, store nothing", url, args, 0))
-        for variant in ("store only", "+ processor", "+ processor process"):
-            engine, label = _database(os.environ.get("WACAMP_BENCH_POSTGRES_URL"), Path(folder))
-            follower = _processor_process(engine) if variant == "+ processor process" else None
-            try:
-                async with WebhookServer(
-                    engine, settings, port=0, sandbox=True, process=variant == "+ processor"
-                ) as server:
-                    result = await measure(f"durable ({label}) {variant}", server.url, args, 0)
-                    result["commits"] = server.writer.commits
-                    result["stored"] = server.writer.stored
-            finally:
-                if follower is not None:
-                    follower.terminate()
-                    follower.wait(timeout=60)
-            if variant == "store only":
-                started = time.perf_counter()
-                done = process_pending(engine, settings)
-                result["process_rows_per_s"] = done.rows / (time.perf_counter() - started)
-            result["pending_after"] = pending_count(engine)
-            results.append(result)
-            engine.dispose()
-    return results
+        for _ in range(args.rounds):
+            for variant in variants:
+                if variant == "baseline":
+                    async with AsyncExitStack() as stack:
+                        url = await _baseline(stack)
+                        runs[variant].append(
+                            await measure("baseline: answer 200, store nothing", url, args, 0)
+                        )
+                else:
+                    runs[variant].append(await _durable(variant, args, Path(folder), settings))
+    return list(runs.values())
 
 
-def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+def _rate(run: dict[str, Any]) -> float:
+    return float(run["sustained"]["requests"] / run["sustained"]["elapsed_s"])
+
+
+def report(runs: list[list[dict[str, Any]]], args: argparse.Namespace) -> None:
     console = Console(width=150)
-    base = results[0]["sustained"]["requests"] / results[0]["sustained"]["elapsed_s"]
+    base = statistics.median(_rate(run) for run in runs[0])
     table = Table(
-        title=f"signed single-status webhooks: {args.concurrency} concurrent, then {args.rate:g}/s open loop"
+        title=f"signed single-status webhooks: {args.concurrency} concurrent, then {args.rate:g}/s open loop "
+        f"(medians of {args.rounds} rounds)"
     )
-    for column in (
-        "server",
-        "sustained req/s",
-        "vs baseline",
-        "median ms (closed)",
-        f"median ms @{args.rate:g}/s",
-        f"p99 ms @{args.rate:g}/s",
-        "errors",
-        "bodies/commit",
-    ):
+    at = f"@{args.rate:g}/s"
+    columns = ("server", "sustained req/s", "vs baseline", "median ms (closed)", f"median ms {at}",
+               f"p99 ms {at}", "errors", "bodies/commit")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="left" if column == "server" else "right")
-    for r in results:
-        s, a = r["sustained"], r["at_rate"]
-        rate = s["requests"] / s["elapsed_s"]
-        per_commit = f"{r['stored'] / r['commits']:.1f}" if r.get("commits") else "–"
+    for server_runs in runs:
+        rate = statistics.median(_rate(run) for run in server_runs)
+        commits = sum(run.get("commits", 0) for run in server_runs)
+        stored = sum(run.get("stored", 0) for run in server_runs)
+        errors = sum(run["sustained"]["errors"] + run["at_rate"]["errors"] for run in server_runs)
         table.add_row(
-            r["name"],
+            server_runs[0]["name"],
             f"{rate:,.0f}",
             f"{rate / base:.2f}",
-            f"{s['median_ms']:.1f}",
-            f"{a['median_ms']:.1f}",
-            f"{a['p99_ms']:.1f}",
-            str(s["errors"] + a["errors"]),
-            per_commit,
+            f"{statistics.median(run['sustained']['median_ms'] for run in server_runs):.1f}",
+            f"{statistics.median(run['at_rate']['median_ms'] for run in server_runs):.1f}",
+            f"{statistics.median(run['at_rate']['p99_ms'] for run in server_runs):.1f}",
+            str(errors),
+            f"{stored / commits:.1f}" if commits else "–",
         )
     console.print(table)
-    for r in results:
-        if "process_rows_per_s" in r:
-            console.print(
-                f"processor alone afterwards: {r['process_rows_per_s']:,.0f} inbox rows/s ({r['name']})"
-            )
+    for server_runs in runs:
+        rates = ", ".join(f"{_rate(run):,.0f}" for run in server_runs)
+        console.print(f"{server_runs[0]['name']}: req/s per round {rates}")
+        for run in server_runs:
+            if "process_rows_per_s" in run:
+                console.print(f"  processor alone afterwards: {run['process_rows_per_s']:,.0f} inbox rows/s")
     console.print(f"machine: {os.cpu_count()} cores; reproduce with:\n{COMMAND}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rate", type=float, default=1000.0, help="open-loop rate for the latency phase")
+    parser.add_argument(
+        "--variants",
+        default="store only,+ processor,+ processor process",
+        type=lambda text: [part.strip() for part in text.split(",")],
+        help="durable variants to run beside the baseline (comma separated)",
+    )
     args = parser.parse_args()
     report(asyncio.run(main_async(args)), args)
 

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -140,7 +141,7 @@ def _claim(conn: Connection, limit: int) -> list[Any]:
 
 
 def process_batch(
-    engine: Engine, settings: Settings, *, clock: Callable[[], datetime] = utcnow
+    engine: Engine, settings: Settings, *, clock: Callable[[], datetime] = utcnow, limit: int | None = None
 ) -> ProcessResult:
     """Process up to `settings.webhooks.process_batch` pending inbox rows in one write transaction.
 
@@ -150,7 +151,7 @@ def process_batch(
     FOR UPDATE SKIP LOCKED inside the transaction, so concurrent processors share the work.
     """
     tiers = dict(settings.limits.tiers)
-    limit = settings.webhooks.process_batch
+    limit = limit or settings.webhooks.process_batch
     if engine.dialect.name == "sqlite":
         with engine.connect() as conn:
             claimed = _claim(conn, limit)
@@ -221,16 +222,23 @@ async def run_processor(
     stop: asyncio.Event,
     idle_poll_s: float = 0.1,
     db_retry_s: float = 1.0,
+    busy_share: float = 1.0,
+    batch_rows: int | None = None,
 ) -> ProcessResult:
     """Process the inbox in the background (in a worker thread) until `stop` is set, then drain it.
+
+    `busy_share` < 1 rests after each batch in proportion to the time it took, so a processor that
+    shares its process (and its GIL) with the receiver leaves the event loop time to answer: the
+    answers are what the platform measures, the backlog waits safely in the inbox.
 
     A database that is briefly unavailable (locked, restarting) is logged and retried after
     `db_retry_s`: nothing is lost, the rows stay pending. Any other error ends the task.
     """
     total = ProcessResult()
     while not stop.is_set():
+        started = time.perf_counter()
         try:
-            result = await asyncio.to_thread(process_batch, engine, settings)
+            result = await asyncio.to_thread(process_batch, engine, settings, limit=batch_rows)
         except sa.exc.OperationalError as exc:
             log.warning("webhook processing: database unavailable, retrying: %s", exc.orig)
             result = ProcessResult()
@@ -238,6 +246,8 @@ async def run_processor(
         total.add(result)
         if result.rows == 0:
             await _sleep_unless(stop, idle_poll_s)
+        elif busy_share < 1.0:
+            await _sleep_unless(stop, (time.perf_counter() - started) * (1.0 / busy_share - 1.0))
     total.add(await asyncio.to_thread(process_pending, engine, settings))
     return total
 

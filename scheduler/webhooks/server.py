@@ -29,6 +29,10 @@ from scheduler.webhooks.signature import HEADER, is_valid
 log = logging.getLogger(__name__)
 
 _WRITER = web.AppKey("writer", InboxWriter)
+#: The processor beside the receiver works in short batches and at most this share of the time, so the
+#: event loop (which shares the GIL with the processor's thread) keeps answering fast under load.
+PROCESSOR_BUSY_SHARE = 0.5
+PROCESSOR_BATCH_ROWS = 100
 _CONFIG = web.AppKey("config", dict[str, Any])
 
 
@@ -158,9 +162,14 @@ class WebhookServer:
     def start_processing(self) -> None:
         """Start the background processor (when built with process=False, e.g. before the schema exists)."""
         if self._processor is None:
-            self._processor = asyncio.create_task(
-                run_processor(self.engine, self.settings, stop=self._stop), name="webhook-processor"
+            processor = run_processor(
+                self.engine,
+                self.settings,
+                stop=self._stop,
+                busy_share=PROCESSOR_BUSY_SHARE,
+                batch_rows=min(self.settings.webhooks.process_batch, PROCESSOR_BATCH_ROWS),
             )
+            self._processor = asyncio.create_task(processor, name="webhook-processor")
 
     async def __aexit__(self, *exc: object) -> None:
         if self._runner is not None:
