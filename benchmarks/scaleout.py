@@ -16,6 +16,7 @@ Reproduce (needs a PostgreSQL the script may create databases in):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -31,7 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -69,6 +70,10 @@ class RunResult:
     accepted: int
     seconds: float
     senders: list[SenderResult]
+    #: The most request starts the dispatchers counted in one wall-clock second, over the rate.
+    client_busiest_ratio: float = 0.0
+    #: Passes of one campaign by two workers that overlapped in time (must be 0).
+    overlapping_passes: int = 0
 
     @property
     def rate_per_s(self) -> float:
@@ -114,8 +119,37 @@ def one_run(admin_url: str, *, workers: int, senders: list[SenderSpec], per_send
             stats = fleet.stats()
         finally:
             fleet.stop()
-            engine.dispose()
-    return summarize(workers, senders, stats)
+        passes = campaign_passes(engine)
+        engine.dispose()
+    result = summarize(workers, senders, stats)
+    rate = senders[0].rate_per_s
+    return dataclasses.replace(
+        result,
+        client_busiest_ratio=max((p["busiest_second"] for p in passes), default=0) / rate,
+        overlapping_passes=count_overlaps(passes),
+    )
+
+
+def campaign_passes(engine: Engine) -> list[dict[str, Any]]:
+    """Every dispatcher pass (campaign_run): which worker, when, its busiest second of starts."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT campaign_id, worker, started_at, finished_at, busiest_second FROM campaign_run")
+        ).mappings()
+        return [dict(row) for row in rows]
+
+
+def count_overlaps(passes: list[dict[str, Any]]) -> int:
+    """Pairs of passes of one campaign by different workers whose times overlap."""
+    overlaps = 0
+    for i, a in enumerate(passes):
+        for b in passes[i + 1 :]:
+            if a["campaign_id"] != b["campaign_id"] or a["worker"] == b["worker"]:
+                continue
+            a_end, b_end = a["finished_at"] or a["started_at"], b["finished_at"] or b["started_at"]
+            if a["started_at"] < b_end and b["started_at"] < a_end:
+                overlaps += 1
+    return overlaps
 
 
 def summarize(workers: int, senders: list[SenderSpec], stats: dict[str, Any]) -> RunResult:
@@ -146,7 +180,9 @@ def render(runs: list[RunResult], *, console: Console) -> None:
     for column in ("workers", "messages", "seconds", "total msg/s", "vs 1 worker"):
         table.add_column(column, justify="right")
     table.add_column("per sender: achieved / configured (min–median)", justify="right")
-    table.add_column("max in any 1 s window / rate (aligned · sliding)", justify="right")
+    table.add_column("max in any 1 s window / rate: sandbox aligned · sliding", justify="right")
+    table.add_column("dispatcher starts, busiest s / rate", justify="right")
+    table.add_column("overlapping holders", justify="right")
     for run in runs:
         ratios = [s.achieved_per_s / s.rate_per_s for s in run.senders]
         worst_window = max(s.max_window / s.rate_per_s for s in run.senders)
@@ -159,6 +195,8 @@ def render(runs: list[RunResult], *, console: Console) -> None:
             f"{run.rate_per_s / base:.2f}×",
             f"{min(ratios):.1%} – {statistics.median(ratios):.1%}",
             f"{worst_window:.3f} · {worst_sliding:.3f}",
+            f"{run.client_busiest_ratio:.3f}",
+            str(run.overlapping_passes),
         )
     console.print(table)
 
@@ -173,7 +211,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.postgres_url:
         parser.error("give --postgres-url or set WACAMP_TEST_POSTGRES_URL")
-    console = Console()
+    console = Console(width=200)
     senders = senders_of([args.rate] * args.senders)
     runs = []
     for workers in (int(n) for n in args.workers.split(",")):
