@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ from campaigns.models import Message, TierUsage
 from scheduler import ledger
 from scheduler.budget import TierBudget, claim_within_budget
 from scheduler.leases import PORTFOLIO_LOCK_SPACE, lock_portfolio
-from scheduler.reaper import REAPED_TITLE, reap
+from scheduler.reaper import REAPED_TITLE, Reaper, reap
 from tests.dispatch_support import seed_campaign, states
 
 MESSAGE: sa.Table = Message.__table__  # type: ignore[attr-defined]
@@ -174,3 +175,20 @@ def test_renewing_leases_skips_a_row_the_writer_holds_instead_of_waiting_for_it(
         with engine.connect() as renewer, renewer.begin():
             renewer.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
             assert ledger.renew_leases(renewer, owner="w", until=later) == 4
+
+
+async def test_a_workers_reaper_keeps_reaping_expired_leases_until_it_is_stopped(engine: Engine) -> None:
+    cid = seed_campaign(engine, recipients=6)
+    with write_transaction(engine) as conn:
+        ledger.claim(conn, campaign_id=cid, owner="dead", limit=3, now=utcnow(), lease_s=0.2)
+    reaper = Reaper(engine, every_s=0.1)
+    stop = asyncio.Event()
+    running = asyncio.create_task(reaper.run(stop))
+    for _ in range(100):
+        if reaper.reaped == 3:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(running, timeout=5)
+    assert reaper.reaped == 3
+    assert states(engine, cid) == {"unknown": 3, "planned": 3}
