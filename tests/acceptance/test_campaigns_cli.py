@@ -6,18 +6,27 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from campaigns.db import make_engine
 from tests.campaign_seed import PROMO, Person, people, seed_list
 from tests.unit.test_templates import NAMED
 
 
-def _setup(run_wacamp: Any, tmp_path: Path) -> None:
+@pytest.fixture
+def cli_db(tmp_path: Path, db_url: str) -> str:
+    """The database the CLI uses (SQLite and PostgreSQL), named in ./wacamp.toml where it runs."""
+    (tmp_path / "wacamp.toml").write_text(f"[database]\nurl = {json.dumps(db_url)}\n", encoding="utf-8")
+    return db_url
+
+
+def _setup(run_wacamp: Any, tmp_path: Path, db_url: str) -> None:
     assert run_wacamp("db", "upgrade").returncode == 0
     (tmp_path / "templates.json").write_text(json.dumps({"data": [PROMO, NAMED]}), encoding="utf-8")
     imported = run_wacamp("templates", "import", "templates.json", "--json")
     assert imported.returncode == 0, imported.stderr
     assert json.loads(imported.stdout)["added"] == 2
-    engine = make_engine(f"sqlite:///{tmp_path / 'wacamp.db'}")
+    engine = make_engine(db_url)
     seed_list(
         engine, "spring", [*people(0, 3), Person("+393480000001", {"first_name": "S"}, suppressed=True)]
     )
@@ -25,9 +34,9 @@ def _setup(run_wacamp: Any, tmp_path: Path) -> None:
 
 
 def test_templates_are_imported_listed_and_shown_with_their_placeholders(
-    run_wacamp: Any, tmp_path: Path
+    run_wacamp: Any, tmp_path: Path, cli_db: str
 ) -> None:
-    _setup(run_wacamp, tmp_path)
+    _setup(run_wacamp, tmp_path, cli_db)
     listed = run_wacamp("templates", "list", "--status", "APPROVED", "--json")
     assert [(t["name"], t["placeholders"]) for t in json.loads(listed.stdout)] == [
         ("promo", ["body.1", "body.2"]),
@@ -45,8 +54,10 @@ def test_templates_are_imported_listed_and_shown_with_their_placeholders(
     assert len(json.loads(run_wacamp("templates", "list", "--json").stdout)) == 2  # all or nothing
 
 
-def test_a_campaign_is_created_planned_previewed_and_cancelled(run_wacamp: Any, tmp_path: Path) -> None:
-    _setup(run_wacamp, tmp_path)
+def test_a_campaign_is_created_planned_previewed_and_cancelled(
+    run_wacamp: Any, tmp_path: Path, cli_db: str
+) -> None:
+    _setup(run_wacamp, tmp_path, cli_db)
     created = run_wacamp(
         "campaigns",
         "create",
@@ -89,9 +100,9 @@ def test_a_campaign_is_created_planned_previewed_and_cancelled(run_wacamp: Any, 
 
 
 def test_a_refused_campaign_names_every_problem_and_bad_usage_exits_2(
-    run_wacamp: Any, tmp_path: Path
+    run_wacamp: Any, tmp_path: Path, cli_db: str
 ) -> None:
-    _setup(run_wacamp, tmp_path)
+    _setup(run_wacamp, tmp_path, cli_db)
     refused = run_wacamp(
         "campaigns",
         "create",
