@@ -288,3 +288,21 @@ def test_the_tier_is_the_one_the_platform_last_reported_when_configured_as_auto(
         "limit": 10000,
         "recipients_counted": 10,
     }
+
+
+def test_a_campaign_with_an_empty_ledger_reports_zeros_in_every_format(
+    engine: Engine, settings: Settings
+) -> None:
+    seeded = seed_campaign(engine, phones=["+393470000001"], states=["skipped"])
+    with engine.begin() as conn:
+        conn.execute(sa.delete(MESSAGE))
+    facts = campaign_facts(engine, settings=settings, campaign=seeded.campaign_id)
+    assert facts["counts"]["ledger"] == 0 and facts["rates"]["delivered"] is None
+    assert facts["throughput"]["busiest_second_at"] is None and facts["timeline"]["sends"] == []
+    console = Console(file=io.StringIO(), width=140, no_color=True)
+    render_table(facts, console)
+    assert "funnel" in console.file.getvalue()  # type: ignore[attr-defined]
+    assert "<canvas" in render_html(facts)
+    out = io.StringIO()
+    assert write_recipients_csv(engine, seeded.campaign_id, out) == 0
+    assert out.getvalue().startswith("phone,state,")
