@@ -12,7 +12,6 @@ the platform redeliver it for days, and it would never get better.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 from typing import Any
@@ -177,8 +176,12 @@ class WebhookServer:
         await self.writer.__aexit__(None, None, None)
         self._stop.set()
         if self._processor is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 self.processed = await self._processor
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # surfaced by wait_stopped when someone waits; never mask the caller's own exit
+                log.exception("the webhook processor failed; stored bodies stay in the inbox")
 
     async def wait_stopped(self, stop: asyncio.Event) -> None:
         """Wait for `stop`; raise if the background processor died first (a half-alive receiver is worse)."""

@@ -11,13 +11,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from campaigns.db import make_engine, upgrade
 from campaigns.exceptions import ConfigError
 from campaigns.models import WebhookInbox
 from campaigns.settings import Settings, load_settings
 from scheduler.webhooks.processor import process_pending
 from scheduler.webhooks.server import WebhookServer
 from scheduler.webhooks.signature import HEADER, sign
-from tests.ledger_factory import status_body
+from tests.ledger_factory import inbound_body, status_body
 
 INBOX = WebhookInbox.__table__  # type: ignore[attr-defined]
 SECRET = "sandbox-secret"
@@ -167,3 +168,22 @@ async def test_many_concurrent_posts_are_all_stored_in_few_transactions(
     assert statuses == [200] * 300
     assert sorted(r.body for r in inbox_rows(engine)) == sorted(b.decode() for b in bodies)
     assert server.writer.commits < 300  # group commit: requests shared transactions
+
+
+@pytest.mark.postgres
+async def test_the_receiver_stops_with_the_processor_error_instead_of_running_half_alive(
+    postgres_url: str,
+) -> None:
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    with engine.begin() as conn:  # a schema the processor cannot work with (not a passing outage)
+        conn.exec_driver_sql("DROP TABLE inbound_message")
+    try:
+        async with WebhookServer(engine, make_settings(), port=0, sandbox=True) as server:
+            body = json.dumps(inbound_body(phone="+393470000001", wamid="wamid.IN", text="hi")).encode()
+            assert (await post(server.url, body, signature=sign(SECRET, body))).status == 200
+            with pytest.raises(sa.exc.ProgrammingError):
+                await asyncio.wait_for(server.wait_stopped(asyncio.Event()), timeout=30)
+        assert [r.processed_at for r in inbox_rows(engine)] == [None]  # still there for a fixed processor
+    finally:
+        engine.dispose()
