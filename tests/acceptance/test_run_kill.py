@@ -41,6 +41,14 @@ class Cli:
     def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
         self.cwd = tmp_path
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("WACAMP_")} | env
+        self.started: list[subprocess.Popen[str]] = []
+
+    def close(self) -> None:
+        """Reap every process started (and its pipes), whatever the test did with it."""
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=30)
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -53,7 +61,7 @@ class Cli:
         )
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [wacamp_executable(), *args],
             cwd=self.cwd,
             env=self.env,
@@ -61,6 +69,8 @@ class Cli:
             stderr=subprocess.PIPE,
             text=True,
         )
+        self.started.append(process)
+        return process
 
 
 @pytest.fixture
@@ -89,7 +99,7 @@ def sandbox_stats(base_url: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, db_url: str, sandbox_url: str) -> Cli:
+def cli(tmp_path: Path, db_url: str, sandbox_url: str) -> Iterator[Cli]:
     env = {
         "WACAMP_DATABASE_URL": db_url,
         "WACAMP_API_BASE_URL": sandbox_url,
@@ -127,7 +137,8 @@ def cli(tmp_path: Path, db_url: str, sandbox_url: str) -> Cli:
     ):
         done = cli.run(*args)
         assert done.returncode == 0, (args, done.stderr)
-    return cli
+    yield cli
+    cli.close()
 
 
 def ledger(db_url: str) -> list[Any]:
