@@ -162,3 +162,22 @@ async def test_a_worker_taking_two_senders_at_once_still_takes_only_its_fair_sha
     finally:
         other.dispose()
     assert len(got) == 1
+
+
+LEASE_S = 2.0
+
+
+async def test_a_worker_that_cannot_renew_its_sender_lease_stops_that_pass_before_it_expires(
+    engine: Engine,
+) -> None:
+    seed_campaign(engine, recipients=1, sender_name="shop")
+    leases = SenderLeases(engine, owner="me", lease_s=LEASE_S, senders=[SHOP])
+    async with leases.hold("shop", asyncio.Event()) as pass_stop:
+        assert pass_stop is not None
+        # The database stalls: another transaction holds the sender row, so renewals hang.
+        with write_transaction(engine) as blocker:
+            blocker.execute(sa.update(SENDER).where(SENDER.c.name == "shop").values(updated_at=utcnow()))
+            started = time.monotonic()
+            await asyncio.wait_for(pass_stop.wait(), timeout=5)
+            stalled_s = time.monotonic() - started
+    assert stalled_s < LEASE_S, "the pass must stop before the lease another worker could take expires"
