@@ -14,9 +14,10 @@ limiter in-process, so the rate stays exactly what one process keeps (docs/archi
   stops the pass, so it never sends after the lease another worker could take over.
 - **Release**: at the end of a pass the lease ends now (the owner is kept, so the same process takes
   it back without waiting).
-- **Fair share**: a worker holds at most ``ceil(senders with work / live workers)`` senders; the live
-  workers are the sessions holding the shared send lock (`scheduler.locks.shared_lock`), so a
-  killed worker stops counting as soon as its connection closes.
+- **Fair share**: a worker takes at most ``ceil(senders with work / live workers)`` senders; the live
+  workers are the sessions holding the shared send lock (`scheduler.locks.worker_lock`), so a
+  killed worker stops counting as soon as its connection closes. A worker above its share (workers
+  joined after it took its senders) hands the senders it took last over at their next renewal.
 
 The tier budget of a portfolio is shared exactly: every budgeted claim takes
 `lock_portfolio` (``pg_advisory_xact_lock``) first, so the check and the count of one portfolio are
@@ -77,6 +78,14 @@ def lock_portfolio(conn: Connection, portfolio: str) -> None:
         conn.execute(
             sa.select(sa.func.pg_advisory_xact_lock(PORTFOLIO_LOCK_SPACE, sa.func.hashtext(portfolio)))
         )
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """A renewed sender lease: until when, and this worker's fair share at that moment."""
+
+    expires_at: datetime
+    share: int
 
 
 @dataclass(frozen=True)
@@ -196,6 +205,9 @@ class SenderLeases:
         self.lease_s = lease_s
         self.held: set[str] = set()
         self.takeovers = 0
+        self.handed_over = 0
+        #: Held senders in the order they were taken: the last ones are handed over first.
+        self._order: list[str] = []
         self._senders = list(senders)
         self._registered = False
         #: One acquisition at a time, so the fair share counts every lease this worker just took.
@@ -216,9 +228,12 @@ class SenderLeases:
                 return None
             return try_acquire(conn, sender=sender, owner=self.owner, lease_s=self.lease_s)
 
-    def _renew(self, sender: str) -> datetime | None:
+    def _renew(self, sender: str) -> Renewal | None:
         with write_transaction(self.engine) as conn:
-            return renew(conn, sender=sender, owner=self.owner, lease_s=self.lease_s)
+            until = renew(conn, sender=sender, owner=self.owner, lease_s=self.lease_s)
+            if until is None:
+                return None
+            return Renewal(until, fair_share(senders=senders_with_work(conn), workers=live_workers(conn)))
 
     def _release(self, sender: str) -> None:
         with write_transaction(self.engine) as conn:
@@ -235,6 +250,7 @@ class SenderLeases:
             grant = await asyncio.to_thread(self._acquire, sender)
             if grant is not None:
                 self.held.add(sender)
+                self._order.append(sender)
         if grant is None:
             yield None
             return
@@ -262,6 +278,7 @@ class SenderLeases:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             self.held.discard(sender)
+            self._order.remove(sender)
             with contextlib.suppress(sa.exc.SQLAlchemyError):
                 await asyncio.to_thread(self._release, sender)
 
@@ -271,7 +288,7 @@ class SenderLeases:
         """Renew every lease_s / 3; stop the pass on a worker stop, a lost lease, or a stale lease."""
         renew_every_s = self.lease_s / 3
         trust_s = self.lease_s * 3 / 4
-        renewing: asyncio.Future[datetime | None] | None = None
+        renewing: asyncio.Future[Renewal | None] | None = None
         started_mono = renewed_mono
         while not pass_stop.is_set():
             now_mono = time.monotonic()
@@ -281,10 +298,11 @@ class SenderLeases:
                 log.error("sender %s: lease not renewed for %.1f s, stopping its pass", sender, trust_s)
                 pass_stop.set()
             elif renewing is not None and renewing.done():
-                if renewing.exception() is None and renewing.result() is not None:
+                renewed, stop_because = self._renewal_outcome(sender, renewing)
+                if renewed:
                     renewed_mono = started_mono
-                elif renewing.exception() is None:
-                    log.error("sender %s: lease taken by another worker, stopping its pass", sender)
+                if stop_because:
+                    log.warning("sender %s: %s, stopping its pass", sender, stop_because)
                     pass_stop.set()
                 renewing = None
             elif renewing is None and now_mono - renewed_mono >= renew_every_s:
@@ -296,3 +314,16 @@ class SenderLeases:
             renewing.cancel()
             with contextlib.suppress(BaseException):
                 await renewing
+
+    def _renewal_outcome(self, sender: str, renewing: asyncio.Future[Renewal | None]) -> tuple[bool, str]:
+        """(renewed, why the pass must stop or ""): lost to another worker, or above the fair share."""
+        if renewing.exception() is not None:
+            return False, ""  # tried again next round; the fence stops the pass if it goes on failing
+        renewal = renewing.result()
+        if renewal is None:
+            return False, "lease taken by another worker"
+        if sender in self._order[renewal.share :]:
+            self.handed_over += 1
+            held = len(self._order)
+            return True, f"handed over (this worker holds {held} senders, its fair share is {renewal.share})"
+        return True, ""

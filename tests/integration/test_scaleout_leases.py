@@ -181,3 +181,23 @@ async def test_a_worker_that_cannot_renew_its_sender_lease_stops_that_pass_befor
             await asyncio.wait_for(pass_stop.wait(), timeout=5)
             stalled_s = time.monotonic() - started
     assert stalled_s < LEASE_S, "the pass must stop before the lease another worker could take expires"
+
+
+async def test_a_worker_above_its_fair_share_hands_over_the_sender_it_took_last(engine: Engine) -> None:
+    if engine.dialect.name == "sqlite":
+        pytest.skip("one process sends per SQLite database: its share is every sender")
+    seed_campaign(engine, recipients=1, sender_name="shop")
+    seed_campaign(engine, recipients=1, name="news-c", sender_name="news", first_contact=10)
+    other = make_engine(engine.url.render_as_string(hide_password=False))
+    leases = SenderLeases(engine, owner="me", lease_s=0.6, senders=[SHOP, NEWS])
+    stop = asyncio.Event()
+    try:
+        async with leases.hold("shop", stop) as first, leases.hold("news", stop) as last:
+            assert first is not None and last is not None  # alone: both are its share
+            with worker_lock(engine), worker_lock(other):  # a second worker joins: share 1
+                await asyncio.wait_for(last.wait(), timeout=5)
+                await asyncio.sleep(0.5)  # two more renewals of the first sender
+                assert not first.is_set()
+    finally:
+        other.dispose()
+    assert leases.handed_over == 1
