@@ -74,6 +74,8 @@ CAMPAIGN_RUN: sa.Table = CampaignRun.__table__  # type: ignore[attr-defined]
 WAIT_IN_RUN_MAX_S = 120.0
 #: A claim holds at most this many seconds of sending at the current rate ("what it can send soon").
 CLAIM_AHEAD_S = 2.0
+#: A permit due sooner than this is simply awaited; a longer wait is raced against a halt.
+SHORT_WAIT_S = 0.05
 #: Throttled rows without a Retry-After go back to the queue for this long (the sender slows down anyway).
 THROTTLE_REQUEUE_S = 1.0
 
@@ -514,7 +516,7 @@ class Dispatcher:
 
     async def _permit(self) -> Permit | None:
         """The sender's permit for one request, or None if the run halts while waiting for it."""
-        if self.pace.ready_now():  # the common case at full speed: no task, no race
+        if self.pace.wait_s() < SHORT_WAIT_S:  # the common case at full speed: no task, no race
             return await self.pace.acquire()
         acquiring = asyncio.ensure_future(self.pace.acquire())
         if not await self._until_halted(acquiring):

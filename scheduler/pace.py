@@ -72,10 +72,10 @@ class SenderPace:
         self._recent.append(permit)
         return permit
 
-    def ready_now(self) -> bool:
-        """Whether `acquire` would return without waiting (lets callers skip racing it against a stop)."""
+    def wait_s(self) -> float:
+        """About how long `acquire` would wait now (callers skip racing a short wait against a stop)."""
         now = time.monotonic()
-        return self._guard_wait_s(now) <= 0 and self.controller.limiter.next_start_s() <= now
+        return max(self._guard_wait_s(now), self.controller.limiter.next_start_s() - now, 0.0)
 
     def _guard_wait_s(self, now_s: float) -> float:
         capacity = self.controller.limiter.capacity
