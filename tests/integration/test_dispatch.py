@@ -288,3 +288,19 @@ async def test_a_second_run_of_a_campaign_sending_in_another_live_process_is_ref
     assert sum(o.startswith("crashed") for o in outcomes) == 2 and any(
         o.startswith("completed") for o in outcomes
     )
+
+
+async def test_a_forced_stop_writes_in_flight_rows_as_unknown_and_gives_the_rest_back(engine: Engine) -> None:
+    cid = seed_campaign(engine, recipients=50)
+    provider = ScriptedProvider(latency_s=30)
+    settings = make_settings(WACAMP_DISPATCH__MAX_IN_FLIGHT="5")
+    run_dispatcher = dispatcher(engine, cid, provider, settings=settings)
+    run = asyncio.create_task(run_dispatcher.run())
+    await asyncio.sleep(0.5)
+    run.cancel()  # what a second Ctrl-C does
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert run_dispatcher.last_report is not None
+    assert run_dispatcher.last_report.unknown == 5
+    assert states(engine, cid) == {"unknown": 5, "planned": 45}
+    assert campaign_row(engine, cid)["state"] == CampaignState.WAITING
