@@ -240,15 +240,24 @@ class BodyFormatter:
         self._limits = limits
 
     def body(self, *, to: str, components_json: str, message_id: int) -> str:
+        """The whole body text of one recipient."""
+        return self.finish(self.head(to=to, components_json=components_json), message_id=message_id)
+
+    def head(self, *, to: str, components_json: str) -> str:
+        """Everything before the ledger id: computed before the row's id is known."""
         if not to:
             raise PayloadError("the recipient phone number is empty")
+        components = f',"components":{components_json}' if components_json != "[]" else ""
+        return (
+            f'{self._prefix}"recipient_type":"individual","to":{compact_json(to)},"type":"template",'
+            f'"template":{self._template_head}{components}}}'
+        )
+
+    def finish(self, head: str, *, message_id: int) -> str:
+        """`head` completed with the row's ``biz_opaque_callback_data`` (cheap: inside the write lock)."""
         callback = _check_length(
             callback_data_for(message_id),
             parameter="biz_opaque_callback_data",
             limit=self._limits.biz_opaque_callback_data_max,
         )
-        components = f',"components":{components_json}' if components_json != "[]" else ""
-        return (
-            f'{self._prefix}"recipient_type":"individual","to":{compact_json(to)},"type":"template",'
-            f'"template":{self._template_head}{components}}},"biz_opaque_callback_data":{compact_json(callback)}}}'
-        )
+        return f'{head},"biz_opaque_callback_data":{compact_json(callback)}}}'

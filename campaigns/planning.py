@@ -77,7 +77,7 @@ class PlanOutcome:
 
 @dataclass
 class _Chunk:
-    """Rows of one batch before ids are known: planned ones keep their rendered components."""
+    """Rows of one batch before ids are known: planned ones carry their body up to the id."""
 
     planned: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
@@ -139,17 +139,15 @@ class _RowBuilder:
             skip_reason=None,
             dedup_hash=rendered.content_hash,
             next_attempt_at=deferred if deferred is not None and deferred > now else None,
-            _rendered=rendered,
+            _head=self.formatter.head(to=contact["phone"], components_json=rendered.components_json),
         )
         chunk.planned.append(row)
 
     def freeze(self, row: dict[str, Any], message_id: int) -> dict[str, Any]:
-        """The planned row with its id and frozen body."""
-        rendered = row.pop("_rendered")
-        body = self.formatter.body(
-            to=row["phone"], components_json=rendered.components_json, message_id=message_id
-        )
-        return {**row, "id": message_id, "body": body}
+        """The planned row with its id and frozen body (only the id is added: we hold the write lock)."""
+        head = row.pop("_head")
+        row.update(id=message_id, body=self.formatter.finish(head, message_id=message_id))
+        return row
 
 
 def _insert(conn: Connection) -> Any:
