@@ -41,7 +41,13 @@ AREAS: dict[str, tuple[str, str]] = {
         "next run turns them into `unknown` (never resent: the request may have reached the platform) "
         "and sends the rest. Checked against `/_sandbox/stats`: no recipient accepted twice, every "
         "accepted recipient has a row saying `accepted` (or `unknown` for a request cut off by the "
-        "kill), no row says accepted without the sandbox having accepted it, none left `sending`.",
+        "kill), no row says accepted without the sandbox having accepted it, none left `sending`. "
+        "The run-due tests then do what an operator does: the sandbox's status webhooks (received by "
+        "`wacamp webhooks serve`) settle every `unknown` row the platform did accept, `campaigns "
+        "resolve --resend-unknown` and `campaigns run` send the rest, and in the end every recipient "
+        "was accepted exactly once. The price of at-most-once: a kill leaves the rows the dispatcher "
+        "had claimed ahead (up to 2 s of sending, `CLAIM_AHEAD_S`) `unknown` although almost none of "
+        "them reached the platform; they wait for a person's `resolve`, never for a blind resend.",
     ),
     "test_crash_webhooks.py": (
         "Crashes: kill -9 of the webhook receiver",
@@ -153,7 +159,19 @@ FIGURES: list[tuple[str, tuple[str, ...]]] = [
     ("**duplicates** (a recipient accepted twice)", ("duplicates",)),
     ("**losses** (accepted without a recorded state, phantom or unsettled rows)", ("unrecorded",)),
     ("**webhooks lost after their 200**", ("webhook_lost_after_200",)),
-    ("rows left `unknown` by a kill (accepted or not: never resent)", ("unknown_after_crash",)),
+    ("rows left `unknown` by a kill (never resent automatically)", ("unknown_after_crash",)),
+    (
+        "… of them the platform had accepted (settled by status webhooks)",
+        ("unknown_after_crash_reached_platform",),
+    ),
+    (
+        "… resent by `campaigns resolve --resend-unknown` after the webhooks",
+        ("unknown_resent_after_webhooks",),
+    ),
+    (
+        "recipients never reached once unknown rows were settled and resent",
+        ("recipients_never_reached_after_settling",),
+    ),
     ("rows left `unknown` by a database fault although accepted", ("unknown_after_database_fault",)),
 ]
 

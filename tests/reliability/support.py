@@ -40,6 +40,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:`port`."""
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 async def start(*args: str, env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
     """Start the installed `wacamp` with `args` (stdout and stderr piped)."""
     return await asyncio.create_subprocess_exec(

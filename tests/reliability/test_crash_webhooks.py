@@ -13,7 +13,6 @@ import asyncio
 import json
 import random
 import signal
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from campaigns.models import WebhookInbox
 from scheduler.webhooks.signature import HEADER, sign
 from tests.ledger_factory import Seeded, seed_campaign, status_body
 from tests.reliability.record import record
-from tests.reliability.support import free_port, kill9, run, start
+from tests.reliability.support import free_port, kill9, listening, run, start
 from tests.scheduling_support import MESSAGE
 
 INBOX: sa.Table = WebhookInbox.__table__  # type: ignore[attr-defined]
@@ -62,11 +61,6 @@ class Platform:
                 await asyncio.sleep(0.05)
                 self.pending.put_nowait((message_id, body))
             self.pending.task_done()
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 async def serve(port: int, *, env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
