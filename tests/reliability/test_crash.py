@@ -26,7 +26,7 @@ from tests.reliability.support import ServedSandbox, audit, free_port, listening
 from tests.scheduling_support import campaign_state, make_campaign, phones, sandbox_env, sandbox_settings
 
 QUICK_KILLS = 3
-SLOW_KILLS = 20
+SLOW_KILLS = 15
 
 
 def env_for(sandbox: ServedSandbox, sqlite_url: str) -> dict[str, str]:
@@ -143,7 +143,7 @@ async def test_run_due_killed_at_random_moments_then_restarted_sends_nobody_twic
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-async def test_run_due_killed_twenty_times_then_restarted_sends_nobody_twice_and_loses_nobody(
+async def test_run_due_killed_fifteen_times_then_restarted_sends_nobody_twice_and_loses_nobody(
     sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
 ) -> None:
     await crash_run_due(sqlite_engine, sqlite_url, tmp_path, kills=SLOW_KILLS, seed=2)
@@ -214,7 +214,7 @@ async def test_the_worker_killed_at_random_moments_then_restarted_sends_nobody_t
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-async def test_the_worker_killed_twenty_times_then_restarted_sends_nobody_twice_and_loses_nobody(
+async def test_the_worker_killed_fifteen_times_then_restarted_sends_nobody_twice_and_loses_nobody(
     sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
 ) -> None:
     await crash_worker(sqlite_engine, sqlite_url, tmp_path, kills=SLOW_KILLS, seed=4)
@@ -260,7 +260,7 @@ async def test_campaigns_run_killed_at_random_moments_then_run_again_sends_nobod
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-async def test_campaigns_run_killed_twenty_times_then_run_again_sends_nobody_twice_and_loses_nobody(
+async def test_campaigns_run_killed_fifteen_times_then_run_again_sends_nobody_twice_and_loses_nobody(
     sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
 ) -> None:
     await crash_campaigns_run(sqlite_engine, sqlite_url, tmp_path, kills=SLOW_KILLS, seed=6)

@@ -148,7 +148,7 @@ async def test_the_served_sandbox_s_fault_scenarios_keep_the_accounting_exact_ov
 ) -> None:
     sandbox = cli_sandbox(fault, seed=seed, cwd=tmp_path)
     result, stats, final = await send_under(
-        sandbox, engine=sqlite_engine, url=sqlite_url, tmp_path=tmp_path, recipients=800
+        sandbox, engine=sqlite_engine, url=sqlite_url, tmp_path=tmp_path, recipients=500
     )
     assert final == "completed"
     assert_exact(result, stats)
