@@ -257,7 +257,8 @@ def show_cmd(app: AppContext, campaign: str, as_json: bool) -> None:
         return
     for key, value in data.items():
         if key != "ledger" and value not in (None, {}, ""):
-            out_console.print(f"{key}: {value}", markup=False)
+            text = json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value
+            out_console.print(f"{key}: {text}", markup=False)
     table = Table("state / skip reason", "rows")
     for state, count in data["ledger"]["by_state"].items():
         table.add_row(state, str(count))
