@@ -1,9 +1,10 @@
 """Group commit into `webhook_inbox`: every request waits for its body to be durable, none waits alone.
 
-A request puts (body, future) on a queue and awaits the future. One task takes everything queued,
-inserts it in ONE transaction (in a worker thread, so the event loop keeps accepting), then resolves
-the futures: the handlers answer 200 only after the commit. While one commit runs the next batch
-builds up, so the batch size follows the load by itself and a quiet server commits at once.
+A request puts (body, future) on a queue and awaits the future. One task waits a couple of
+milliseconds after the first body (`linger_s`, so the requests arriving meanwhile share the commit),
+takes everything queued, inserts it in ONE transaction (in a worker thread, so the event loop keeps
+accepting), then resolves the futures: the handlers answer 200 only after the commit. While one
+commit runs the next batch builds up, so the batch size follows the load by itself.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ def insert_bodies(engine: Engine, items: list[InboxItem]) -> None:
 class InboxWriter:
     """The group-commit writer. Use as an async context manager; `store` returns once durable."""
 
-    def __init__(self, engine: Engine, *, max_batch: int = 2000) -> None:
+    def __init__(self, engine: Engine, *, max_batch: int = 2000, linger_s: float = 0.002) -> None:
         self._engine = engine
         self._max_batch = max_batch
+        self._linger_s = linger_s
         self._queue: asyncio.Queue[tuple[InboxItem, asyncio.Future[None]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
@@ -71,6 +73,8 @@ class InboxWriter:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            if self._linger_s > 0:  # let the requests arriving right now join this commit
+                await asyncio.sleep(self._linger_s)
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
