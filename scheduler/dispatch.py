@@ -616,7 +616,7 @@ class Dispatcher:
         """An answer came back: the request reached the platform by now (see `scheduler.pace`)."""
         permit = self._permits.get(row.id)
         if permit is not None:
-            permit.landed()
+            permit.landed(self.pace.clock.now())
 
     def _on_error(self, row: ClaimedRow, exc: PlatformError) -> None:
         for cls, handler in _ERROR_HANDLERS:

@@ -13,12 +13,11 @@ back in a millisecond); against a distant one it costs at most `guard_s` per sec
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import deque
 from dataclasses import dataclass
 
 from campaigns.settings import SenderSettings, Settings
+from scheduler.clock import Clock, MonotonicClock
 from scheduler.ratelimit import RateLimiter
 from scheduler.throttle import ThrottleController
 
@@ -36,9 +35,9 @@ class Permit:
     anchor_s: float
     limit_s: float
 
-    def landed(self, now_s: float | None = None) -> None:
-        """The answer came back: the request arrived no later than now."""
-        self.anchor_s = min(self.limit_s, time.monotonic() if now_s is None else now_s)
+    def landed(self, now_s: float) -> None:
+        """The answer came back at `now_s` (the pace's clock): the request had arrived by then."""
+        self.anchor_s = min(self.limit_s, now_s)
 
 
 class SenderPace:
@@ -47,9 +46,13 @@ class SenderPace:
     Shared by every campaign a process sends for that sender (`scheduler.dispatch_runner`).
     """
 
-    def __init__(self, controller: ThrottleController, *, guard_s: float = ARRIVAL_GUARD_S) -> None:
+    def __init__(
+        self, controller: ThrottleController, *, guard_s: float = ARRIVAL_GUARD_S, clock: Clock | None = None
+    ) -> None:
         self.controller = controller
         self.guard_s = guard_s
+        #: The same clock as the limiter's (monotonic seconds); injected by tests.
+        self.clock: Clock = clock or MonotonicClock()
         self._recent: deque[Permit] = deque()
         self._floor_s = float("-inf")
 
@@ -64,17 +67,17 @@ class SenderPace:
 
     async def acquire(self) -> Permit:
         """Wait until a request may start (limiter, throttle and arrival guard); return its permit."""
-        while (wait_s := self._guard_wait_s(time.monotonic())) > 0:
-            await asyncio.sleep(wait_s)
+        while (wait_s := self._guard_wait_s(self.clock.now())) > 0:
+            await self.clock.sleep(wait_s)
         start_s = await self.controller.acquire()
-        now = time.monotonic()
+        now = self.clock.now()
         permit = Permit(start_s=start_s, anchor_s=now + self.guard_s, limit_s=now + self.guard_s)
         self._recent.append(permit)
         return permit
 
     def wait_s(self) -> float:
         """About how long `acquire` would wait now (callers skip racing a short wait against a stop)."""
-        now = time.monotonic()
+        now = self.clock.now()
         return max(self._guard_wait_s(now), self.controller.limiter.next_start_s() - now, 0.0)
 
     def _guard_wait_s(self, now_s: float) -> float:
