@@ -147,8 +147,10 @@ async def test_the_served_sandbox_s_fault_scenarios_keep_the_accounting_exact_ov
     fault: str, seed: int, sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
 ) -> None:
     sandbox = cli_sandbox(fault, seed=seed, cwd=tmp_path)
+    # storms come once per 5 s at a seeded offset: 800 recipients at 80/s outlast a whole period
+    recipients = 800 if "throttle-storm" in fault else 500
     result, stats, final = await send_under(
-        sandbox, engine=sqlite_engine, url=sqlite_url, tmp_path=tmp_path, recipients=500
+        sandbox, engine=sqlite_engine, url=sqlite_url, tmp_path=tmp_path, recipients=recipients
     )
     assert final == "completed"
     assert_exact(result, stats)
