@@ -14,6 +14,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 CALLBACK_PREFIX = "wacamp:"
+#: Longest wamid / id the ledger stores (String(128)); longer ones cannot be ours.
+MAX_ID_LEN = 128
+#: Largest ledger row id (BIGINT) and error code (INTEGER) the database accepts.
+MAX_ROW_ID = 2**63 - 1
+MAX_ERROR_CODE = 2**31 - 1
+#: Longest phone the contact and ledger tables store (E.164 is at most 16 characters with the +).
+MAX_PHONE_LEN = 20
+#: Event times outside these years are not believed (and would overflow date arithmetic).
+EARLIEST_S, LATEST_S = 946_684_800, 4_102_444_800  # 2000-01-01, 2100-01-01
 
 
 class MalformedWebhook(ValueError):
@@ -140,16 +149,32 @@ def _obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _str(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
+def _str(value: Any, *, max_len: int | None = None) -> str | None:
+    """Text as the database can hold it: no NUL characters, cut to `max_len` (None when empty)."""
+    if value is None or value == "":
+        return None
+    text = str(value).replace("\x00", "")
+    return (text[:max_len] if max_len else text) or None
+
+
+def _id(value: Any) -> str | None:
+    """A platform id (wamid, …) that fits wacamp's columns, else None: an id that long is not one of ours."""
+    text = _str(value)
+    return text if text is not None and len(text) <= MAX_ID_LEN else None
 
 
 def timestamp_of(value: Any, default: datetime) -> datetime:
-    """A platform timestamp (unix seconds as a string or number) as an aware UTC datetime."""
+    """A platform timestamp (unix seconds as a string or number) as an aware UTC datetime.
+
+    Missing, unreadable or unbelievable (before 2000, after 2100) times become `default`.
+    """
     try:
-        return datetime.fromtimestamp(int(value), tz=UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
+        seconds = int(value)
+    except (TypeError, ValueError, OverflowError):
         return default
+    if isinstance(value, bool) or not EARLIEST_S <= seconds <= LATEST_S:
+        return default
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def message_id_of(callback_data: Any) -> int | None:
@@ -157,7 +182,10 @@ def message_id_of(callback_data: Any) -> int | None:
     if not isinstance(callback_data, str) or not callback_data.startswith(CALLBACK_PREFIX):
         return None
     tail = callback_data.removeprefix(CALLBACK_PREFIX)
-    return int(tail) if tail.isdigit() else None
+    if not (tail.isascii() and tail.isdigit()):
+        return None
+    row_id = int(tail)
+    return row_id if 0 < row_id <= MAX_ROW_ID else None
 
 
 def phone_of(wa_id: Any) -> str | None:
@@ -165,7 +193,8 @@ def phone_of(wa_id: Any) -> str | None:
     text = _str(wa_id)
     if text is None:
         return None
-    return text if text.startswith("+") else f"+{text}"
+    phone = text if text.startswith("+") else f"+{text}"
+    return phone if len(phone) <= MAX_PHONE_LEN else None
 
 
 def _status(item: dict[str, Any], received_at: datetime) -> StatusEvent | None:
@@ -178,10 +207,10 @@ def _status(item: dict[str, Any], received_at: datetime) -> StatusEvent | None:
     billable = pricing.get("billable")
     return StatusEvent(
         status=status.lower(),
-        wamid=_str(item.get("id")),
+        wamid=_id(item.get("id")),
         message_id=message_id_of(item.get("biz_opaque_callback_data")),
         at=timestamp_of(item.get("timestamp"), received_at),
-        pricing_category=_str(pricing.get("category")),
+        pricing_category=_str(pricing.get("category"), max_len=40),
         billable=billable if isinstance(billable, bool) else None,
         error_code=_int(error.get("code")),
         error_title=_error_title(error),
@@ -189,10 +218,14 @@ def _status(item: dict[str, Any], received_at: datetime) -> StatusEvent | None:
 
 
 def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
+    """An error code as an int the database can store (bools, infinities, huge or odd values: None)."""
+    if isinstance(value, bool):
         return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if -MAX_ERROR_CODE <= number <= MAX_ERROR_CODE else None
 
 
 def _error_title(error: dict[str, Any]) -> str | None:
@@ -201,7 +234,7 @@ def _error_title(error: dict[str, Any]) -> str | None:
 
 
 def _inbound(item: dict[str, Any], received_at: datetime) -> InboundEvent | None:
-    wamid, phone = _str(item.get("id")), phone_of(item.get("from"))
+    wamid, phone = _id(item.get("id")), phone_of(item.get("from"))
     if wamid is None or phone is None:
         return None
     kind = _str(item.get("type")) or "unknown"
@@ -214,7 +247,7 @@ def _inbound(item: dict[str, Any], received_at: datetime) -> InboundEvent | None
         at=timestamp_of(item.get("timestamp"), received_at),
         text=text,
         payload=payload,
-        context_wamid=_str(context.get("id")),
+        context_wamid=_id(context.get("id")),
     )
 
 
@@ -249,11 +282,11 @@ def _preference(item: dict[str, Any], received_at: datetime) -> PreferenceEvent 
 
 def _template_status(value: dict[str, Any]) -> TemplateStatusEvent:
     return TemplateStatusEvent(
-        event=str(value["event"]).upper(),
-        platform_id=_str(value.get("message_template_id")),
+        event=(_str(value["event"], max_len=32) or "").upper(),
+        platform_id=_str(value.get("message_template_id"), max_len=64),
         name=_str(value.get("message_template_name")),
         language=_str(value.get("message_template_language")),
-        reason=_str(value.get("reason")),
+        reason=_str(value.get("reason"), max_len=200),
     )
 
 
@@ -294,7 +327,7 @@ def _capability(field: str, value: dict[str, Any], tiers: Mapping[str, int]) -> 
 
 
 def _account(value: dict[str, Any]) -> AccountEvent:
-    event = str(value["event"]).upper()
+    event = (_str(value["event"], max_len=100) or "").upper()
     ban = _obj(value.get("ban_info"))
     ban_state = str(ban.get("waba_ban_state", "")).upper()
     restricts = event == "ACCOUNT_RESTRICTION" or (event == "DISABLED_UPDATE" and ban_state != "REINSTATE")

@@ -122,10 +122,8 @@ def _parse_row(row: Any, *, received_at: datetime, tiers: dict[str, int]) -> _Ro
         return _Row(row.id, f"malformed JSON: {exc}"[:500], [])
     except MalformedWebhook as exc:
         return _Row(row.id, f"not a webhook: {exc}"[:500], [])
-    except (TypeError, ValueError, AttributeError) as exc:  # a shape the parser did not expect
+    except Exception as exc:  # a shape the parser did not expect: this row only, never the batch
         return _Row(row.id, f"unreadable webhook: {type(exc).__name__}: {exc}"[:500], [])
-    except RecursionError:  # a signed body of thousands of nested brackets: json.loads gives up
-        return _Row(row.id, "malformed JSON: nested too deeply to read", [])
 
 
 def _claim(conn: Connection, limit: int) -> list[Any]:
@@ -158,15 +156,44 @@ def process_batch(
         if not claimed:
             return ProcessResult()
         rows = [_parse_row(row, received_at=row.received_at, tiers=tiers) for row in claimed]
-        with write_transaction(engine) as conn:
-            _apply_rows(conn, settings, rows, now=clock())
+        try:
+            with write_transaction(engine) as conn:
+                _apply_rows(conn, settings, rows, now=clock())
+        except REFUSED_VALUE:
+            _apply_one_by_one(engine, settings, rows, now=clock())
         return _result(rows)
-    with write_transaction(engine) as conn:
-        claimed = _claim(conn, limit)
-        rows = [_parse_row(row, received_at=row.received_at, tiers=tiers) for row in claimed]
-        if rows:
-            _apply_rows(conn, settings, rows, now=clock())
+    rows = []
+    try:
+        with write_transaction(engine) as conn:
+            claimed = _claim(conn, limit)
+            rows = [_parse_row(row, received_at=row.received_at, tiers=tiers) for row in claimed]
+            if rows:
+                _apply_rows(conn, settings, rows, now=clock())
+    except REFUSED_VALUE:
+        _apply_one_by_one(engine, settings, rows, now=clock())
     return _result(rows)
+
+
+#: The database refused a value of one row (too long, out of range, a constraint): that row is poisoned.
+#: Anything else (locked, gone, schema missing) stops the batch and leaves every row pending.
+REFUSED_VALUE = (sa.exc.DataError, sa.exc.IntegrityError)
+
+
+def _apply_one_by_one(engine: Engine, settings: Settings, rows: list[_Row], *, now: datetime) -> None:
+    """A batch the database refused: apply each row alone, and mark the one it refuses with the error.
+
+    One poisoned body (a value no column can hold) must not stop every webhook behind it.
+    """
+    for index, row in enumerate(rows):
+        try:
+            with write_transaction(engine) as conn:
+                _apply_rows(conn, settings, [row], now=now)
+        except REFUSED_VALUE as exc:
+            log.warning("webhook inbox row %s could not be applied: %s", row.id, exc.orig)
+            refused = _Row(row.id, f"could not be applied: {exc.orig}"[:500], [])
+            rows[index] = refused
+            with write_transaction(engine) as conn:
+                _apply_rows(conn, settings, [refused], now=now)
 
 
 def _apply_rows(conn: Connection, settings: Settings, rows: list[_Row], *, now: datetime) -> None:

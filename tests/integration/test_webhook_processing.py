@@ -437,3 +437,33 @@ async def test_the_background_processor_applies_what_the_receiver_stores(
         await Harness(server, session).post(status_body(wamid=wamid, message_id=mid, status="delivered"))
         await server.wait_processed()
         assert row(engine, mid).state == "delivered"
+
+
+@pytest.mark.postgres
+async def test_a_row_the_database_refuses_is_marked_and_the_rest_of_its_batch_still_applies(
+    postgres_url: str, settings: Settings
+) -> None:
+    from campaigns.db import make_engine, upgrade
+
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    with engine.begin() as conn:  # a database that refuses one value the parser cannot foresee
+        conn.exec_driver_sql("ALTER TABLE inbound_message ADD CONSTRAINT no_poison CHECK (text <> 'poison')")
+    try:
+        seeded = seed_campaign(engine, count=1)
+        mid, phone, wamid = seeded.messages[0]
+        async with (
+            WebhookServer(engine, settings, port=0, sandbox=True, process=False) as server,
+            aiohttp.ClientSession() as session,
+        ):
+            harness = Harness(server, session)
+            await harness.post(inbound_body(phone=phone, wamid="wamid.P", text="poison"))
+            await harness.post(status_body(wamid=wamid, message_id=mid, status="read"))
+            harness.process()
+        with engine.connect() as conn:
+            inbox = list(conn.execute(sa.select(WebhookInbox.__table__).order_by(sa.text("id"))))  # type: ignore[attr-defined]
+        assert [r.processed_at is not None for r in inbox] == [True, True]
+        assert inbox[0].error.startswith("could not be applied") and inbox[1].error is None
+        assert row(engine, mid).state == "read"
+    finally:
+        engine.dispose()

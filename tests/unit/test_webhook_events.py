@@ -87,7 +87,7 @@ def test_one_post_may_carry_several_statuses_and_messages() -> None:
             {
                 "id": "w1",
                 "status": "DELIVERED",
-                "timestamp": "1",
+                "timestamp": "1790000000",
                 "biz_opaque_callback_data": "wacamp:7",
                 "pricing": {"billable": True, "category": "marketing"},
             },
@@ -106,7 +106,7 @@ def test_one_post_may_carry_several_statuses_and_messages() -> None:
     }
     events = parse_webhook(envelope("messages", value), received_at=RECEIVED)
     assert events == [
-        StatusEvent("delivered", "w1", 7, datetime.fromtimestamp(1, tz=UTC), "marketing", True),
+        StatusEvent("delivered", "w1", 7, datetime.fromtimestamp(1790000000, tz=UTC), "marketing", True),
         StatusEvent("failed", "w2", None, RECEIVED, error_code=131049, error_title="limit"),
         InboundEvent(
             "in1", "+393470000001", "interactive", RECEIVED, text="Stop", payload="STOP", context_wamid="w1"
@@ -152,3 +152,25 @@ def test_a_signature_is_valid_only_for_the_same_bytes_and_secret() -> None:
     assert not is_valid("other", body, header)
     assert not is_valid("s3cret", body, header.upper().replace("SHA256=", "sha256="))
     assert not is_valid("s3cret", body, None)
+
+
+def test_values_no_column_can_hold_are_dropped_not_passed_on() -> None:
+    status = {
+        "id": "w" * 200,
+        "status": "failed",
+        "timestamp": "253402300799",  # year 9999: date arithmetic on it would overflow
+        "biz_opaque_callback_data": "wacamp:" + "9" * 30,
+        "errors": [{"code": float("-inf"), "title": "bad\x00title"}],
+    }
+    inbound = {"from": "3" * 40, "id": "in1", "type": "text", "text": {"body": "x"}}
+    events = parse_webhook(
+        envelope("messages", {"statuses": [status], "messages": [inbound]}), received_at=RECEIVED
+    )
+    assert events == [StatusEvent("failed", None, None, RECEIVED, error_code=None, error_title="badtitle")]
+
+
+@pytest.mark.parametrize("code", [float("inf"), 2**40, True, "13x", None])
+def test_an_error_code_that_is_no_storable_integer_is_left_out(code: object) -> None:
+    item = {"id": "w1", "status": "failed", "errors": [{"code": code}]}
+    (event,) = parse_webhook(envelope("messages", {"statuses": [item]}), received_at=RECEIVED)
+    assert isinstance(event, StatusEvent) and event.error_code is None
