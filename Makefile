@@ -28,13 +28,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" --durations=15
 
 test: lint typecheck pytest
 
 # pytest exits 5 when no test carries the marker: not a failure.
 test-slow: $(STAMP)
-	$(BIN)/pytest -q -m slow || [ $$? -eq 5 ]
+	$(BIN)/pytest -q -m slow --durations=15 || [ $$? -eq 5 ]
 
 demo: $(STAMP)
 	$(BIN)/wacamp demo
