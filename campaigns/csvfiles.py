@@ -133,7 +133,7 @@ def _read_sample(path: Path) -> bytes:
 
 
 def _refuse_non_text(path: Path, sample: bytes) -> None:
-    if not sample.strip():
+    if not sample.removeprefix(b"\xef\xbb\xbf").strip():  # nothing but a byte-order mark is empty too
         raise InputFileError(f"{path}: the file is empty; a CSV with a header line is expected")
     if sample.startswith(b"PK\x03\x04"):
         raise InputFileError(f"{path}: is a spreadsheet workbook (.xlsx), not CSV: export it as 'CSV UTF-8'")

@@ -164,6 +164,7 @@ NASTY = {
     "tabs-crlf": b"phone\tfirst_name\tconsent\r\n+393471234567\tMarco\tyes\r\n",
     "no-phone-column": b"name,city\nMarco,Roma\n",
     "empty": b"",
+    "bom-only": b"\xef\xbb\xbf\r\n",
     "xlsx": b"PK\x03\x04" + b"\x00" * 100,
 }
 
