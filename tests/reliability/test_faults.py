@@ -112,8 +112,15 @@ async def test_a_campaign_under_a_fault_completes_and_the_ledger_matches_the_san
     fault: str, sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
 ) -> None:
     sandbox = quick_sandbox(fault, seed=11, cwd=tmp_path)
+    # a storm comes once per 1.5 s at a seeded offset: 400 recipients at 150/s outlast a whole period
+    recipients = 400 if fault == "throttle-storm" else 200
     result, stats, final = await send_under(
-        sandbox, engine=sqlite_engine, url=sqlite_url, tmp_path=tmp_path, recipients=200, rate_per_s=150
+        sandbox,
+        engine=sqlite_engine,
+        url=sqlite_url,
+        tmp_path=tmp_path,
+        recipients=recipients,
+        rate_per_s=150,
     )
     assert final == "completed"
     assert_exact(result, stats)
