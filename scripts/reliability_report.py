@@ -143,7 +143,7 @@ FIGURES: list[tuple[str, tuple[str, ...]]] = [
     ("kill -9 crash points (each followed by a restart)", ("crash_points",)),
     ("… of them with requests in flight (rows claimed, not settled)", ("crash_points_mid_send",)),
     ("… of them while the command was starting", ("crash_points_during_start",)),
-    ("restarts after a kill or a stop", ("restarts",)),
+    ("sending commands started in the kill loops (each after the previous was killed)", ("restarts",)),
     ("signed webhook POSTs sent to a receiver being killed", ("webhook_posts",)),
     ("… answered 200", ("webhook_posts_acknowledged",)),
     ("platform fault scenarios run", ("fault_scenarios",)),
@@ -161,7 +161,7 @@ FIGURES: list[tuple[str, tuple[str, ...]]] = [
     ("**webhooks lost after their 200**", ("webhook_lost_after_200",)),
     ("rows left `unknown` by a kill (never resent automatically)", ("unknown_after_crash",)),
     (
-        "… of them the platform had accepted (settled by status webhooks)",
+        "… of them the platform had accepted (the others never reached it)",
         ("unknown_after_crash_reached_platform",),
     ),
     (
