@@ -31,18 +31,22 @@ def test_a_second_holder_is_refused_at_once_while_the_first_holds_the_lock(engin
 
 def test_the_lock_is_free_again_once_its_holder_leaves_the_block(engine: Engine) -> None:
     other = make_engine(engine.url.render_as_string(hide_password=False))
+    taken = []
     try:
         with exclusive_lock(engine):
-            pass
-        with exclusive_lock(other):
-            pass
+            taken.append("first")
+        with exclusive_lock(other):  # raises LockedError if the first holder had kept it
+            taken.append("second")
     finally:
         other.dispose()
+    assert taken == ["first", "second"]
 
 
 def test_locks_with_different_names_do_not_exclude_each_other(engine: Engine) -> None:
+    taken = []
     with exclusive_lock(engine, "run-due"), exclusive_lock(engine, "something-else"):
-        pass
+        taken.append("both")  # a LockedError above would fail the test
+    assert taken == ["both"]
 
 
 def test_the_sqlite_lock_file_sits_next_to_the_database(sqlite_engine: Engine) -> None:
