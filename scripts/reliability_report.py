@@ -76,11 +76,11 @@ AREAS: dict[str, tuple[str, str]] = {
         "shorter and longer than `[database] busy_timeout_s`; PostgreSQL is restarted "
         "(`pg_ctlcluster ... restart`) in the middle of a campaign (slow tier). **What happens:** "
         "under the busy timeout the run waits and completes (exit 0). Beyond it, or when PostgreSQL "
-        "goes away, the ledger writer retries its batch with jittered backoff for up to 120 s "
-        "(`scheduler/writer.py`), so results the platform already gave are kept; only a longer fault "
-        "ends the run (exit 1), and the next run completes the campaign; `PRAGMA integrity_check` is "
-        "ok and the dedup invariant holds throughout. Rows a fault still leaves in doubt end `unknown` "
-        "(*unknown after a database fault* below), settled by their status webhooks; nobody is sent twice.",
+        "goes away, the run's ledger writer stops, the run ends (exit 1) and the next run completes "
+        "the campaign; `PRAGMA integrity_check` is ok and the dedup invariant holds throughout. "
+        "Known limit: outcomes still buffered in the writer when the database failed are lost, so "
+        "those rows (accepted by the platform) end `unknown` rather than `accepted` (counted below as "
+        "*unknown after a database fault*); nobody is sent twice.",
     ),
     "test_clock.py": (
         "Clock trouble: midnight and the DST change",
