@@ -8,11 +8,6 @@ rate limiter keep their timing). No transaction is ever open while a request is 
 `close()` flushes everything and is shielded: a cancel arriving during the final flush does not lose
 it. If the task itself is cancelled (a forced stop), what is still buffered is written synchronously
 before the cancel goes on. Applying an outcome twice is harmless (each statement checks the state).
-
-A batch that meets a passing database trouble (SQLite locked past its busy timeout, a PostgreSQL
-restart or a deadlock) is retried with jittered backoff for up to `retry_for_s` before the writer
-gives up: the results it holds are facts the platform already gave us, and losing them would turn
-accepted rows into `unknown` ones.
 """
 
 from __future__ import annotations
@@ -26,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
-import tenacity
 from sqlalchemy.engine import Connection, Engine
 
 from campaigns.db import write_transaction
@@ -134,44 +128,6 @@ def _apply_contacts(conn: Connection, actions: Sequence[ContactAction], *, now: 
             ledger.defer_contacts(conn, contact_ids=ids, until=action.defer_until, now=now)
 
 
-#: How long a batch is retried through passing database trouble before the writer gives up.
-RETRY_FOR_S = 120.0
-
-
-def is_passing_db_trouble(exc: BaseException) -> bool:
-    """True for errors that a later attempt can get past: locks, lost connections, deadlocks.
-
-    A missing table or a constraint violation is not one of them: it fails at once.
-    """
-    if not isinstance(exc, sa.exc.DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    if not isinstance(exc, sa.exc.OperationalError):
-        return False
-    text = str(exc.orig).lower()
-    if "sqlite" in type(exc.orig).__module__:
-        return "locked" in text or "busy" in text
-    return True  # psycopg OperationalError: connection refused/terminated, deadlock detected, …
-
-
-def apply_batch_retrying(engine: Engine, batch: WriteBatch, *, retry_for_s: float = RETRY_FOR_S) -> None:
-    """`apply_batch`, retried through passing database trouble (blocking: call it from a thread)."""
-    retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(is_passing_db_trouble),
-        stop=tenacity.stop_after_delay(retry_for_s),
-        wait=tenacity.wait_random_exponential(multiplier=0.2, max=5.0),
-        before_sleep=lambda state: log.warning(
-            "database trouble writing %d results (attempt %d), retrying: %s",
-            len(batch.outcomes),
-            state.attempt_number,
-            state.outcome.exception() if state.outcome else "",
-        ),
-        reraise=True,
-    )
-    retrying(apply_batch, engine, batch)
-
-
 class ResultWriter:
     """Batches outcomes into the ledger from one task (see the module docstring)."""
 
@@ -228,7 +184,7 @@ class ResultWriter:
                 if len(self._pending):
                     self._applying, self._pending = self._pending, WriteBatch()
                     await asyncio.get_running_loop().run_in_executor(
-                        self.executor, apply_batch_retrying, self.engine, self._applying
+                        self.executor, apply_batch, self.engine, self._applying
                     )
                     self.written += len(self._applying.outcomes)
                     self.batches += 1
