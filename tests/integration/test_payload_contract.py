@@ -102,15 +102,19 @@ def test_a_positional_template_with_header_url_and_quick_reply_buttons_matches_t
 
 
 def test_a_named_template_matches_the_spec(validate: Any) -> None:
-    _validate_body(
-        validate, _body(NAMED, Bindings(params={"body.first_name": "{first_name}", "body.code": "X"}))
-    )
+    body = _body(NAMED, Bindings(params={"body.first_name": "{first_name}", "body.code": "X"}))
+    _validate_body(validate, body)  # raises jsonschema.ValidationError on any mismatch
+    named = body["template"]["components"][0]["parameters"]
+    assert {p["parameter_name"] for p in named} == {"first_name", "code"}
 
 
 @pytest.mark.parametrize("fmt", ["IMAGE", "VIDEO", "DOCUMENT"])
 def test_a_media_header_matches_the_spec(validate: Any, fmt: str) -> None:
     data = {**PROMO, "components": [{"type": "HEADER", "format": fmt}, {"type": "BODY", "text": "Hi"}]}
-    _validate_body(validate, _body(data, Bindings(header_media_url="https://example.com/m/{first_name}")))
+    body = _body(data, Bindings(header_media_url="https://example.com/m/{first_name}"))
+    _validate_body(validate, body)  # raises jsonschema.ValidationError on any mismatch
+    header = body["template"]["components"][0]
+    assert header["type"] == "header" and header["parameters"][0]["type"] == fmt.lower()
 
 
 def test_the_contract_test_can_fail(validate: Any) -> None:
