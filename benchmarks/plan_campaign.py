@@ -5,7 +5,7 @@ one list), then two child processes each measure their own wall time and peak RS
 
 - baseline: a bare Core bulk insert of the same number of ledger-shaped rows (same columns, a body
   of the same size, same batch size) into a copy of the seeded database: the floor of the write path;
-- plan: `campaigns.planning.plan_campaign` (render, hash, freeze the body, dedup by constraint).
+- plan: `campaigns.planning.planner.plan_campaign` (render, hash, freeze the body, dedup by constraint).
 
 Memory is flat when the 1M peak RSS is about the 100k one. Reproduce with::
 
@@ -33,18 +33,17 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import Engine, make_url
 
-from campaigns.campaign_service import CampaignDefinition, create_campaign
-from campaigns.db import make_engine, upgrade, write_transaction
-from campaigns.dbtypes import utcnow
-from campaigns.models import Contact, ContactList, ListMember, Message
-from campaigns.planning import DEFAULT_CHUNK, plan_campaign
-from campaigns.settings import Settings, load_settings
-from campaigns.templates import parse_templates, store_templates
+from campaigns.core.db import make_engine, upgrade, write_transaction
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.models import CONTACT_LIST_TABLE as LIST
+from campaigns.core.models import CONTACT_TABLE as CONTACT
+from campaigns.core.models import LIST_MEMBER_TABLE as MEMBER
+from campaigns.core.models import MESSAGE_TABLE as MESSAGE
+from campaigns.core.settings import Settings, load_settings
+from campaigns.definitions import CampaignDefinition, create_campaign
+from campaigns.planning.planner import DEFAULT_CHUNK, plan_campaign
+from campaigns.templates.catalog import parse_templates, store_templates
 
-CONTACT = Contact.__table__  # type: ignore[attr-defined]
-LIST = ContactList.__table__  # type: ignore[attr-defined]
-MEMBER = ListMember.__table__  # type: ignore[attr-defined]
-MESSAGE = Message.__table__  # type: ignore[attr-defined]
 SEED_BATCH = 20_000
 TEMPLATE = {
     "name": "promo",

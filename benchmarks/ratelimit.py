@@ -29,7 +29,7 @@ from asyncio_throttle import Throttler  # type: ignore[import-untyped]
 from rich.console import Console
 from rich.table import Table
 
-from scheduler.ratelimit import RateLimiter
+from scheduler.sending.ratelimit import RateLimiter
 
 WAITERS = 100
 #: The achieved rate is counted after this warm-up (a full bucket or a first batch would flatter it).

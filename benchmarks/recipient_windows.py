@@ -1,6 +1,6 @@
 """Benchmark: applying recipient-local send windows to a campaign's planned rows.
 
-`scheduler.schedule.apply_recipient_windows` reads the planned rows in batches, finds each
+`campaigns.schedule.apply_recipient_windows` reads the planned rows in batches, finds each
 recipient's time zone from the phone number and holds back (bulk UPDATE of next_attempt_at) those
 outside their window. The baseline, measured in the same run on the same numbers, is the part no
 implementation can skip: `phonenumbers.parse` + `time_zones_for_number` per number.
@@ -26,13 +26,12 @@ from phonenumbers import timezone as phone_timezone
 from rich.console import Console
 from rich.table import Table
 
-from campaigns.db import make_engine, upgrade
-from campaigns.models import Campaign, Contact, ContactList, Message
+from campaigns.core.db import make_engine, upgrade
+from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
+from campaigns.core.models import CONTACT_LIST_TABLE as LIST
+from campaigns.core.models import CONTACT_TABLE as CONTACT
+from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 
-CAMPAIGN = Campaign.__table__  # type: ignore[attr-defined]
-CONTACT = Contact.__table__  # type: ignore[attr-defined]
-LIST = ContactList.__table__  # type: ignore[attr-defined]
-MESSAGE = Message.__table__  # type: ignore[attr-defined]
 NOW = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
 FORMATS = (
     "+39347{i:07d}",  # Italy: Europe/Rome (and Vatican)
@@ -127,8 +126,8 @@ def baseline_s(numbers: list[str]) -> float:
 
 
 def apply_s(url: str, campaign_id: int) -> tuple[float, int]:
-    from scheduler.due import load_campaign
-    from scheduler.schedule import apply_recipient_windows
+    from campaigns.schedule import apply_recipient_windows
+    from scheduler.runs.due import load_campaign
 
     engine = make_engine(url)
     campaign = load_campaign(engine, campaign_id)

@@ -31,12 +31,12 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from campaigns.db import make_engine, upgrade
-from campaigns.models import Campaign, Contact, ContactList, Message
+from campaigns.core.db import make_engine, upgrade
+from campaigns.core.models import Campaign, Contact, ContactList, Message
+from campaigns.core.settings import load_settings
 from campaigns.report.facts import campaign_facts
 from campaigns.report.html_page import render_html
 from campaigns.report.recipients_csv import write_recipients_csv
-from campaigns.settings import load_settings
 
 COMMAND = "  .venv/bin/python benchmarks/report.py " + " ".join(sys.argv[1:])
 START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)

@@ -2,7 +2,7 @@
 
 Every run is a fresh PostgreSQL database, a fresh sandbox process (`wacamp sandbox serve`, limits off,
 so its per-phone-number statistics show what each sender really sent) and N worker processes. Many
-senders with high limits share the work (each worker holds its fair share of them, `scheduler.leases`),
+senders with high limits share the work (each worker holds its fair share of them, `sending.leases`),
 so the total is what the machine can push, and the ratio against 1 worker (same run) is the scaling.
 Per sender: the achieved rate while it sent against its configured rate, and the most it got in any
 1 s window (aligned per-second windows, and the sandbox's sliding trailing second).
@@ -37,7 +37,7 @@ from sqlalchemy.engine import Engine, make_url
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from campaigns.db import make_engine, upgrade  # noqa: E402
+from campaigns.core.db import make_engine, upgrade  # noqa: E402
 from tests.scaleout_support import (  # noqa: E402
     Fleet,
     SenderSpec,

@@ -4,7 +4,7 @@ Both send to the same `wacamp sandbox serve --mps 0 --pair-spacing-s 0` process 
 
 - **bare loop**: one `aiohttp.ClientSession`, 64 concurrent tasks POSTing a template body each, no
   database at all: the ceiling of a Python client on this machine against this server;
-- **engine**: `scheduler.dispatch.Dispatcher` at a rate of 100,000/s with full persistence (SQLite
+- **engine**: `scheduler.sending.dispatch.Dispatcher` at a rate of 100,000/s with full persistence (SQLite
   ledger: claims committed before each request, results written by the batching writer), tier
   unlimited, 64 in flight.
 
@@ -38,11 +38,11 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from campaigns.db import make_engine, upgrade  # noqa: E402
-from campaigns.settings import Settings, load_settings  # noqa: E402
+from campaigns.core.db import make_engine, upgrade  # noqa: E402
+from campaigns.core.settings import Settings, load_settings  # noqa: E402
 from scheduler import control  # noqa: E402
-from scheduler.dispatch import Dispatcher  # noqa: E402
 from scheduler.providers.factory import make_provider  # noqa: E402
+from scheduler.sending.dispatch import Dispatcher  # noqa: E402
 from tests.dispatch_support import body_for, seed_campaign  # noqa: E402
 
 LISTENING = re.compile(r"sandbox listening on (http://\S+)")

@@ -47,8 +47,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from campaigns.db import make_engine, upgrade
-from campaigns.settings import load_settings
+from campaigns.core.db import make_engine, upgrade
+from campaigns.core.settings import load_settings
 from scheduler.webhooks.inbox import InboxItem
 from scheduler.webhooks.processor import pending_count, process_pending
 from scheduler.webhooks.server import WebhookServer, make_app

@@ -19,19 +19,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from campaigns.campaign_service import CampaignDefinition, create_campaign, find_campaign
-from campaigns.db import write_transaction
-from campaigns.dbtypes import utcnow
-from campaigns.exceptions import UserError
-from campaigns.models import Campaign, ContactList, ListMember, Message, MessageState
-from campaigns.planning import PlanOutcome, plan_campaign
+from campaigns.core.db import write_transaction
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.exceptions import UserError
+from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
+from campaigns.core.models import CONTACT_LIST_TABLE as LIST
+from campaigns.core.models import LIST_MEMBER_TABLE as MEMBER
+from campaigns.core.models import MESSAGE_TABLE as MESSAGE
+from campaigns.core.models import Campaign, MessageState
+from campaigns.core.settings import Settings
+from campaigns.definitions import CampaignDefinition, create_campaign, find_campaign
+from campaigns.planning.planner import PlanOutcome, plan_campaign
 from campaigns.report.error_catalog import RETRYABLE_BY_DEFAULT
-from campaigns.settings import Settings
-
-MESSAGE = Message.__table__  # type: ignore[attr-defined]
-CAMPAIGN = Campaign.__table__  # type: ignore[attr-defined]
-LIST = ContactList.__table__  # type: ignore[attr-defined]
-MEMBER = ListMember.__table__  # type: ignore[attr-defined]
 
 DEFAULT_RETRY_CODES = tuple(sorted(RETRYABLE_BY_DEFAULT))
 

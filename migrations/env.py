@@ -6,8 +6,8 @@ import sqlalchemy as sa
 from alembic import context
 from sqlmodel import SQLModel
 
-import campaigns.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from campaigns.db import make_engine
+import campaigns.core.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from campaigns.core.db import make_engine
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -10,14 +10,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.db import write_transaction
-from campaigns.dbtypes import utcnow
-from campaigns.models import Contact, ContactList, ListMember
-from campaigns.templates import parse_templates, store_templates
-
-CONTACT = Contact.__table__  # type: ignore[attr-defined]
-LIST = ContactList.__table__  # type: ignore[attr-defined]
-MEMBER = ListMember.__table__  # type: ignore[attr-defined]
+from campaigns.core.db import write_transaction
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.models import CONTACT_LIST_TABLE as LIST
+from campaigns.core.models import CONTACT_TABLE as CONTACT
+from campaigns.core.models import LIST_MEMBER_TABLE as MEMBER
+from campaigns.templates.catalog import parse_templates, store_templates
 
 PROMO = {
     "name": "promo",

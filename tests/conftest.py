@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-from campaigns.db import make_engine, upgrade
+from campaigns.core.db import make_engine, upgrade
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

@@ -16,11 +16,19 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns import payloads
-from campaigns.db import write_transaction
-from campaigns.dbtypes import utcnow
-from campaigns.exceptions import PlatformError
-from campaigns.models import Campaign, CampaignState, Contact, ContactList, Message, MessageState, Template
+from campaigns.content import payloads
+from campaigns.core.db import write_transaction
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.exceptions import PlatformError
+from campaigns.core.models import (
+    Campaign,
+    CampaignState,
+    Contact,
+    ContactList,
+    Message,
+    MessageState,
+    Template,
+)
 from scheduler.providers.base import PhoneLimits, SendResult
 
 TEMPLATE = "order_shipped"

@@ -1,4 +1,4 @@
-"""A fake clock for asyncio code that takes an injected `scheduler.clock.Clock`.
+"""A fake clock for asyncio code that takes an injected `campaigns.core.clock.Clock`.
 
 Time stands still while any task can run; when every task is blocked, `FakeClock.drive` jumps to
 the earliest pending timer and wakes its sleeper. Each wake-up may be made late by `lateness_s()`,

@@ -15,8 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.dbtypes import utcnow
-from campaigns.models import (
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.models import (
     Campaign,
     CampaignState,
     Contact,

@@ -25,22 +25,21 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.campaign_service import CampaignDefinition, create_campaign
-from campaigns.db import write_transaction
-from campaigns.dbtypes import utcnow
-from campaigns.models import Campaign, Contact, ContactList, ListMember, Message, Sender
-from campaigns.planning import plan_campaign
-from campaigns.settings import Settings, load_settings
-from campaigns.templates import parse_templates, store_templates
+from campaigns.core.db import write_transaction
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
+from campaigns.core.models import CONTACT_LIST_TABLE as LIST
+from campaigns.core.models import CONTACT_TABLE as CONTACT
+from campaigns.core.models import LIST_MEMBER_TABLE as MEMBER
+from campaigns.core.models import MESSAGE_TABLE as MESSAGE
+from campaigns.core.models import SENDER_TABLE as SENDER
+from campaigns.core.settings import Settings, load_settings
+from campaigns.definitions import CampaignDefinition, create_campaign
+from campaigns.planning.planner import plan_campaign
+from campaigns.templates.catalog import parse_templates, store_templates
 from sandbox.samples import sample_templates
-from scheduler.leases import live_workers
+from scheduler.sending.leases import live_workers
 
-CAMPAIGN: sa.Table = Campaign.__table__  # type: ignore[attr-defined]
-CONTACT: sa.Table = Contact.__table__  # type: ignore[attr-defined]
-LIST: sa.Table = ContactList.__table__  # type: ignore[attr-defined]
-MEMBER: sa.Table = ListMember.__table__  # type: ignore[attr-defined]
-MESSAGE: sa.Table = Message.__table__  # type: ignore[attr-defined]
-SENDER: sa.Table = Sender.__table__  # type: ignore[attr-defined]
 LISTENING = re.compile(r"sandbox listening on (http://\S+)")
 TERMINAL = {"accepted", "sent", "delivered", "read", "failed", "unknown", "skipped"}
 

@@ -13,14 +13,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.dbtypes import utcnow
-from campaigns.models import Campaign, Contact, ContactList, ListMember, Message, MessageState
-
-CAMPAIGN: sa.Table = Campaign.__table__  # type: ignore[attr-defined]
-MESSAGE: sa.Table = Message.__table__  # type: ignore[attr-defined]
-CONTACT: sa.Table = Contact.__table__  # type: ignore[attr-defined]
-LIST: sa.Table = ContactList.__table__  # type: ignore[attr-defined]
-MEMBER: sa.Table = ListMember.__table__  # type: ignore[attr-defined]
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
+from campaigns.core.models import CONTACT_LIST_TABLE as LIST
+from campaigns.core.models import CONTACT_TABLE as CONTACT
+from campaigns.core.models import LIST_MEMBER_TABLE as MEMBER
+from campaigns.core.models import MESSAGE_TABLE as MESSAGE
+from campaigns.core.models import MessageState
 
 
 def seed_campaign(

@@ -9,15 +9,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.campaign_service import CampaignDefinition, create_campaign
-from campaigns.models import Campaign, Message
-from campaigns.planning import plan_campaign
-from campaigns.settings import Settings, load_settings
+from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
+from campaigns.core.models import MESSAGE_TABLE as MESSAGE
+from campaigns.core.settings import Settings, load_settings
+from campaigns.definitions import CampaignDefinition, create_campaign
+from campaigns.planning.planner import plan_campaign
 from sandbox.samples import sample_templates
 from tests.campaign_seed import Person, seed_list, seed_templates
-
-CAMPAIGN: sa.Table = Campaign.__table__  # type: ignore[attr-defined]
-MESSAGE: sa.Table = Message.__table__  # type: ignore[attr-defined]
 
 
 def sandbox_env(base_url: str, **extra: str) -> dict[str, str]:

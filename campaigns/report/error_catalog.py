@@ -1,6 +1,6 @@
 """What each platform error code means and what wacamp did about it (from docs/platform facts).
 
-The actions follow `campaigns.exceptions.classify_platform_error`: the same code sets decide both
+The actions follow `campaigns.core.exceptions.classify_platform_error`: the same code sets decide both
 what the dispatcher and the webhook processor do and what the report says they did.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from campaigns import exceptions as exc
+from campaigns.core import exceptions as exc
 
 
 @dataclass(frozen=True)

@@ -18,29 +18,24 @@ import phonenumbers
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from campaigns.campaign_service import find_campaign, list_name
-from campaigns.dbtypes import utcnow
-from campaigns.exceptions import ConfigError
-from campaigns.models import (
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.exceptions import ConfigError
+from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
+from campaigns.core.models import INBOUND_MESSAGE_TABLE as INBOUND
+from campaigns.core.models import LIST_MEMBER_TABLE as MEMBER
+from campaigns.core.models import MESSAGE_TABLE as MESSAGE
+from campaigns.core.models import SENDER_TABLE as SENDER
+from campaigns.core.models import THROTTLE_EVENT_TABLE as THROTTLE
+from campaigns.core.models import (
     Campaign,
-    InboundMessage,
-    ListMember,
-    Message,
     MessageState,
-    Sender,
-    ThrottleEvent,
 )
-from campaigns.pricing import RateCard, load_rate_card
+from campaigns.core.settings import Settings
+from campaigns.definitions import find_campaign, list_name
+from campaigns.planning.pricing import RateCard, load_rate_card
 from campaigns.report.error_catalog import error_info
-from campaigns.settings import Settings
 
 REPORT_VERSION = 1
-MESSAGE = Message.__table__  # type: ignore[attr-defined]
-CAMPAIGN = Campaign.__table__  # type: ignore[attr-defined]
-MEMBER = ListMember.__table__  # type: ignore[attr-defined]
-INBOUND = InboundMessage.__table__  # type: ignore[attr-defined]
-THROTTLE = ThrottleEvent.__table__  # type: ignore[attr-defined]
-SENDER = Sender.__table__  # type: ignore[attr-defined]
 
 S = MessageState
 #: The funnel: each count includes the states after it (a read message was delivered, sent, accepted).

@@ -1,6 +1,6 @@
 """One CSV row per recipient of a campaign, streamed from the database (constant memory).
 
-Cells a spreadsheet would run as a formula are neutralised by `campaigns.csvfiles.neutralize_formula`
+Cells a spreadsheet would run as a formula are neutralised by `campaigns.contacts.csvfiles.neutralize_formula`
 (the contacts importer's helper, reused here).
 """
 
@@ -13,11 +13,9 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.csvfiles import neutralize_formula
-from campaigns.models import InboundMessage, Message
-
-MESSAGE = Message.__table__  # type: ignore[attr-defined]
-INBOUND = InboundMessage.__table__  # type: ignore[attr-defined]
+from campaigns.contacts.csvfiles import neutralize_formula
+from campaigns.core.models import INBOUND_MESSAGE_TABLE as INBOUND
+from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 
 HEADER = [
     "phone",

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console, Group
 from rich.table import Table
 
-from campaigns.plan_summary import format_duration
+from campaigns.planning.summary import format_duration
 
 FUNNEL_ROWS = (
     ("list size", "list_size", None),

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import campaigns.dbtypes
+import campaigns.core.dbtypes
 
 
 revision: str = '0001'
@@ -26,13 +26,13 @@ def upgrade() -> None:
     sa.Column('phone', sa.String(length=20), nullable=False),
     sa.Column('attributes', sa.JSON(), nullable=False),
     sa.Column('consent', sa.Boolean(), nullable=False),
-    sa.Column('consent_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('suppressed_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('consent_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('suppressed_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
     sa.Column('suppression_reason', sa.String(length=200), nullable=True),
-    sa.Column('service_window_until', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('marketing_deferred_until', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('created_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('service_window_until', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('marketing_deferred_until', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('phone')
     )
@@ -42,7 +42,7 @@ def upgrade() -> None:
     op.create_table('contact_list',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
-    sa.Column('created_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name')
     )
@@ -54,8 +54,8 @@ def upgrade() -> None:
     sa.Column('throughput_level', sa.String(length=32), nullable=True),
     sa.Column('quality_rating', sa.String(length=16), nullable=True),
     sa.Column('lease_owner', sa.String(length=128), nullable=True),
-    sa.Column('lease_expires_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('updated_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('lease_expires_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name')
     )
     with op.batch_alter_table('sender', schema=None) as batch_op:
@@ -72,15 +72,15 @@ def upgrade() -> None:
     sa.Column('components', sa.JSON(), nullable=False),
     sa.Column('namespace', sa.String(length=128), nullable=True),
     sa.Column('status_reason', sa.String(length=200), nullable=True),
-    sa.Column('gone_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('synced_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('gone_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('synced_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name', 'language', name='uq_template_name_language')
     )
     op.create_table('tier_usage',
     sa.Column('portfolio', sa.String(length=100), nullable=False),
     sa.Column('phone', sa.String(length=20), nullable=False),
-    sa.Column('counted_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('counted_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('portfolio', 'phone')
     )
     with op.batch_alter_table('tier_usage', schema=None) as batch_op:
@@ -88,9 +88,9 @@ def upgrade() -> None:
 
     op.create_table('webhook_inbox',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
-    sa.Column('received_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('received_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.Column('body', sa.Text(), nullable=False),
-    sa.Column('processed_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('processed_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
     sa.Column('error', sa.String(length=500), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
@@ -111,19 +111,19 @@ def upgrade() -> None:
     sa.Column('button_payloads', sa.JSON(), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('pause_reason', sa.String(length=500), nullable=True),
-    sa.Column('scheduled_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('scheduled_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
     sa.Column('timezone', sa.String(length=64), server_default='UTC', nullable=False),
     sa.Column('window_start', sa.String(length=5), nullable=True),
     sa.Column('window_end', sa.String(length=5), nullable=True),
     sa.Column('recipient_local_time', sa.Boolean(), nullable=False),
-    sa.Column('deadline', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('resume_after', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('deadline', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('resume_after', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
     sa.Column('parent_id', sa.Integer(), nullable=True),
-    sa.Column('created_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('planned_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('started_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('finished_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('planned_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('started_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['list_id'], ['contact_list.id'], ),
     sa.ForeignKeyConstraint(['parent_id'], ['campaign.id'], ),
     sa.PrimaryKeyConstraint('id'),
@@ -136,7 +136,7 @@ def upgrade() -> None:
     op.create_table('list_member',
     sa.Column('list_id', sa.Integer(), nullable=False),
     sa.Column('contact_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('added_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('added_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['contact_id'], ['contact.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['list_id'], ['contact_list.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('list_id', 'contact_id')
@@ -148,8 +148,8 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('campaign_id', sa.Integer(), nullable=False),
     sa.Column('worker', sa.String(length=128), nullable=False),
-    sa.Column('started_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('finished_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('started_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
     sa.Column('outcome', sa.String(length=200), nullable=True),
     sa.Column('accepted', sa.Integer(), server_default='0', nullable=False),
     sa.Column('failed', sa.Integer(), server_default='0', nullable=False),
@@ -173,23 +173,23 @@ def upgrade() -> None:
     sa.Column('skip_reason', sa.String(length=100), nullable=True),
     sa.Column('body', sa.Text(), nullable=True),
     sa.Column('attempts', sa.Integer(), server_default='0', nullable=False),
-    sa.Column('next_attempt_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('next_attempt_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
     sa.Column('lease_owner', sa.String(length=128), nullable=True),
-    sa.Column('lease_expires_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('lease_expires_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
     sa.Column('wamid', sa.String(length=128), nullable=True),
     sa.Column('message_status', sa.String(length=40), nullable=True),
     sa.Column('error_code', sa.Integer(), nullable=True),
     sa.Column('error_title', sa.String(length=500), nullable=True),
     sa.Column('pricing_category', sa.String(length=40), nullable=True),
     sa.Column('billable', sa.Boolean(), nullable=True),
-    sa.Column('planned_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('sending_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('accepted_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('sent_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('delivered_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('read_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('failed_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('updated_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('planned_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('sending_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('accepted_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('sent_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('delivered_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('read_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('failed_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['campaign_id'], ['campaign.id'], ),
     sa.ForeignKeyConstraint(['contact_id'], ['contact.id'], ),
     sa.PrimaryKeyConstraint('id'),
@@ -209,7 +209,7 @@ def upgrade() -> None:
     sa.Column('campaign_id', sa.Integer(), nullable=True),
     sa.Column('code', sa.Integer(), nullable=True),
     sa.Column('retry_after_s', sa.Float(), nullable=True),
-    sa.Column('at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['campaign_id'], ['campaign.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
@@ -227,8 +227,8 @@ def upgrade() -> None:
     sa.Column('message_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('campaign_id', sa.Integer(), nullable=True),
     sa.Column('is_optout', sa.Boolean(), nullable=False),
-    sa.Column('sent_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('received_at', campaigns.dbtypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('sent_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('received_at', campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['campaign_id'], ['campaign.id'], ),
     sa.ForeignKeyConstraint(['message_id'], ['message.id'], ),
     sa.PrimaryKeyConstraint('id'),

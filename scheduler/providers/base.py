@@ -1,7 +1,7 @@
 """What the dispatcher needs from a WhatsApp API client, whichever API it speaks.
 
 A provider sends one prepared request body and either returns the platform's answer (`SendResult`)
-or raises exactly one of the `campaigns.exceptions` platform errors:
+or raises exactly one of the `campaigns.core.exceptions` platform errors:
 
 - `RetryableError` subclasses (`ThrottledError` with `retry_after_s`, `PairRateLimitedError`,
   `MaintenanceError`, `TransientError`): the platform did not take the message; it may be retried.
@@ -12,7 +12,7 @@ or raises exactly one of the `campaigns.exceptions` platform errors:
 - `OutcomeUnknownError`: the request may have reached the platform but no answer came back (timeout
   after sending, connection reset, disconnect). The dispatcher records `unknown` and never resends.
 
-Errors are classified by the body's `error.code` (`campaigns.exceptions.classify_platform_error`),
+Errors are classified by the body's `error.code` (`campaigns.core.exceptions.classify_platform_error`),
 never by the HTTP status alone.
 """
 
@@ -43,7 +43,7 @@ class Provider(Protocol):
     """A WhatsApp API client for one sender phone number (one aiohttp.ClientSession each)."""
 
     async def send(self, body_json: str) -> SendResult:
-        """POST one frozen ledger body (JSON text built by `campaigns.payloads`) as it is."""
+        """POST one frozen ledger body (JSON text built by `campaigns.content.payloads`) as it is."""
         ...
 
     async def read_limits(self) -> PhoneLimits:

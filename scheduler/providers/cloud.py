@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import tenacity
 
-from campaigns.exceptions import OutcomeUnknownError, ThrottledError, TransientError
+from campaigns.core.exceptions import OutcomeUnknownError, ThrottledError, TransientError
 from scheduler.providers.base import PhoneLimits, SendResult
 from scheduler.providers.http import HttpTransport, error_for, send_result_from
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from campaigns.settings import SenderSettings, Settings
+from campaigns.core.settings import SenderSettings, Settings
 from scheduler.providers.base import Provider
 from scheduler.providers.cloud import CloudProvider
 from scheduler.providers.http import EXPECTED_LATENCY_S, HttpTransport, pool_limit

@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from campaigns.exceptions import (
+from campaigns.core.exceptions import (
     OutcomeUnknownError,
     PlatformError,
     SenderFatalError,

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from campaigns.dbtypes import utcnow
-from campaigns.exceptions import OutcomeUnknownError, RetryableError, SenderFatalError, TransientError
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.exceptions import OutcomeUnknownError, RetryableError, SenderFatalError, TransientError
 from scheduler.providers.base import PhoneLimits, SendResult
 from scheduler.providers.http import HttpAnswer, HttpTransport, error_for, parse_error_body, send_result_from
 

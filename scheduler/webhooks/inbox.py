@@ -16,11 +16,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.db import write_transaction
-from campaigns.dbtypes import utcnow
-from campaigns.models import WebhookInbox
-
-INBOX = WebhookInbox.__table__  # type: ignore[attr-defined]
+from campaigns.core.db import write_transaction
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.models import WEBHOOK_INBOX_TABLE as INBOX
 
 
 @dataclass(frozen=True)

@@ -30,21 +30,21 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from campaigns.db import write_transaction
-from campaigns.dbtypes import UTCDateTime, utcnow
-from campaigns.exceptions import MARKETING_LIMIT_CODES, OPTED_OUT_CODES
-from campaigns.models import (
-    Campaign,
+from campaigns.core.db import write_transaction
+from campaigns.core.dbtypes import UTCDateTime, utcnow
+from campaigns.core.exceptions import MARKETING_LIMIT_CODES, OPTED_OUT_CODES
+from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
+from campaigns.core.models import CONTACT_TABLE as C
+from campaigns.core.models import INBOUND_MESSAGE_TABLE as INBOUND
+from campaigns.core.models import MESSAGE_TABLE as M
+from campaigns.core.models import SENDER_TABLE as SENDER
+from campaigns.core.models import TEMPLATE_TABLE as TEMPLATE
+from campaigns.core.models import WEBHOOK_INBOX_TABLE as INBOX
+from campaigns.core.models import (
     CampaignState,
-    Contact,
-    InboundMessage,
-    Message,
     MessageState,
-    Sender,
-    Template,
-    WebhookInbox,
 )
-from campaigns.settings import Settings
+from campaigns.core.settings import Settings
 from scheduler.webhooks.events import (
     AccountEvent,
     Event,
@@ -59,13 +59,6 @@ from scheduler.webhooks.events import (
 
 log = logging.getLogger(__name__)
 
-M = Message.__table__  # type: ignore[attr-defined]
-C = Contact.__table__  # type: ignore[attr-defined]
-INBOX = WebhookInbox.__table__  # type: ignore[attr-defined]
-INBOUND = InboundMessage.__table__  # type: ignore[attr-defined]
-TEMPLATE = Template.__table__  # type: ignore[attr-defined]
-CAMPAIGN = Campaign.__table__  # type: ignore[attr-defined]
-SENDER = Sender.__table__  # type: ignore[attr-defined]
 
 S = MessageState
 #: Rows a status webhook may touch: everything the platform has (or may have) accepted.

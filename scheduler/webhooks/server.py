@@ -19,8 +19,8 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
-from campaigns.exceptions import ConfigError
-from campaigns.settings import Settings
+from campaigns.core.exceptions import ConfigError
+from campaigns.core.settings import Settings
 from scheduler.webhooks.inbox import InboxItem, InboxWriter
 from scheduler.webhooks.processor import ProcessResult, pending_count, process_pending, run_processor
 from scheduler.webhooks.signature import HEADER, is_valid

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from campaigns.db import make_engine
+from campaigns.core.db import make_engine
 from tests.campaign_seed import PROMO, Person, people, seed_list
 from tests.unit.test_templates import NAMED
 

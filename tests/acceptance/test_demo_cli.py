@@ -7,8 +7,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from campaigns.db import make_engine
-from campaigns.models import Message
+from campaigns.core.db import make_engine
+from campaigns.core.models import Message
 
 
 def test_the_demo_sends_the_sample_campaign_once_to_every_consenting_contact(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from campaigns.db import make_engine, upgrade
-from campaigns.settings import load_settings
+from campaigns.core.db import make_engine, upgrade
+from campaigns.core.settings import load_settings
 from tests.integration.test_report import seed_report_campaign
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from campaigns.db import make_engine, upgrade
-from campaigns.dbtypes import utcnow
+from campaigns.core.db import make_engine, upgrade
+from campaigns.core.dbtypes import utcnow
 from sandbox.config import SandboxConfig
 from sandbox.server import running_sandbox
 from tests.conftest import wacamp_executable
@@ -197,8 +197,8 @@ async def test_create_takes_the_schedule_options_and_reads_at_in_the_given_zone(
         cwd=tmp_path,
     )
     assert code == 0, err
-    from campaigns.cli.schedule_cmd import describe
-    from scheduler.control import find_campaign
+    from campaigns.control import find_campaign
+    from wacamp.cli.schedule_cmd import describe
 
     with engine.connect() as conn:
         data = describe(engine, find_campaign(conn, "night").id)

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from campaigns.db import make_engine
-from campaigns.models import Message
+from campaigns.core.db import make_engine
+from campaigns.core.models import Message
 from sandbox.samples import sample_contacts_text, sample_templates_text
 from tests.conftest import wacamp_executable
 

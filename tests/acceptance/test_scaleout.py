@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from campaigns.db import make_engine, upgrade
-from campaigns.models import MessageState
+from campaigns.core.db import make_engine, upgrade
+from campaigns.core.models import MessageState
 from tests.scaleout_support import (
     Fleet,
     accepted_phones,

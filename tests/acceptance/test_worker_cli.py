@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 from sqlalchemy.engine import Engine
 
-from campaigns.dbtypes import utcnow
+from campaigns.core.dbtypes import utcnow
 from sandbox.config import SandboxConfig
 from sandbox.server import running_sandbox
 from tests.conftest import wacamp_executable

@@ -8,13 +8,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.db import write_transaction
-from campaigns.models import Contact
-from campaigns.settings import load_settings
-from scheduler import ledger
-from scheduler.budget import TierBudget, claim_within_budget, resolve_tier
-from scheduler.ledger import Outcome, OutcomeKind
+from campaigns.core.db import write_transaction
+from campaigns.core.models import Contact
+from campaigns.core.settings import load_settings
 from scheduler.providers.base import PhoneLimits
+from scheduler.sending import ledger
+from scheduler.sending.budget import TierBudget, claim_within_budget, resolve_tier
+from scheduler.sending.ledger import Outcome, OutcomeKind
 from tests.dispatch_support import ScriptedProvider, phone_of, rows, seed_campaign
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.contact_rows import Reject, RejectKind
-from campaigns.contacts import (
+from campaigns.contacts.csvfiles import CsvSource
+from campaigns.contacts.importer import (
     ImportOptions,
     ImportSummary,
     find_contact,
@@ -18,14 +18,12 @@ from campaigns.contacts import (
     opt_in,
     opt_out,
 )
-from campaigns.csvfiles import CsvSource
-from campaigns.db import make_engine, upgrade, write_transaction
-from campaigns.exceptions import InputFileError, LockedError, NotFoundError
-from campaigns.models import Contact, ContactList, ListMember
-
-CONTACT: sa.Table = Contact.__table__  # type: ignore[attr-defined]
-MEMBER: sa.Table = ListMember.__table__  # type: ignore[attr-defined]
-LIST: sa.Table = ContactList.__table__  # type: ignore[attr-defined]
+from campaigns.contacts.rows import Reject, RejectKind
+from campaigns.core.db import make_engine, upgrade, write_transaction
+from campaigns.core.exceptions import InputFileError, LockedError, NotFoundError
+from campaigns.core.models import CONTACT_LIST_TABLE as LIST
+from campaigns.core.models import CONTACT_TABLE as CONTACT
+from campaigns.core.models import LIST_MEMBER_TABLE as MEMBER
 
 
 def run_import(engine: Engine, path: Path, **options: object) -> tuple[ImportSummary, list[Reject]]:

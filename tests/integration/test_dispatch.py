@@ -10,8 +10,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.db import write_transaction
-from campaigns.exceptions import (
+from campaigns import control
+from campaigns.core.db import write_transaction
+from campaigns.core.exceptions import (
     CampaignFatalError,
     MarketingLimitError,
     OptedOutError,
@@ -22,11 +23,10 @@ from campaigns.exceptions import (
     ThrottledError,
     TransientError,
 )
-from campaigns.models import CampaignRun, CampaignState, Contact, ThrottleEvent
-from campaigns.settings import Settings, load_settings
-from scheduler import control
-from scheduler.dispatch import Dispatcher, StopReason
+from campaigns.core.models import CampaignRun, CampaignState, Contact, ThrottleEvent
+from campaigns.core.settings import Settings, load_settings
 from scheduler.providers.base import PhoneLimits, SendResult
+from scheduler.sending.dispatch import Dispatcher, StopReason
 from tests.dispatch_support import ScriptedProvider, phone_of, rows, seed_campaign, states
 
 
@@ -204,8 +204,8 @@ async def test_requests_still_in_flight_after_the_grace_period_become_unknown(en
 
 async def test_rows_left_sending_by_a_crashed_run_become_unknown_and_are_never_resent(engine: Engine) -> None:
     cid = seed_campaign(engine, recipients=10)
-    from campaigns.dbtypes import utcnow
-    from scheduler import ledger
+    from campaigns.core.dbtypes import utcnow
+    from scheduler.sending import ledger
 
     with write_transaction(engine) as conn:
         ledger.claim(conn, campaign_id=cid, owner="gone-host:1:x", limit=3, now=utcnow(), lease_s=-1)
@@ -228,7 +228,7 @@ async def test_the_tier_budget_stops_the_run_resumably_with_when_capacity_frees(
 
 @pytest.mark.parametrize("state", [CampaignState.PAUSED, CampaignState.CANCELLED])
 async def test_a_paused_or_cancelled_campaign_is_refused(engine: Engine, state: CampaignState) -> None:
-    from campaigns.exceptions import UserError
+    from campaigns.core.exceptions import UserError
 
     cid = seed_campaign(engine, recipients=1, state=state)
     with pytest.raises(UserError):
@@ -236,8 +236,8 @@ async def test_a_paused_or_cancelled_campaign_is_refused(engine: Engine, state: 
 
 
 async def test_rows_released_unsent_give_their_tier_count_back(engine: Engine) -> None:
-    from campaigns.dbtypes import utcnow
-    from scheduler.budget import TierBudget
+    from campaigns.core.dbtypes import utcnow
+    from scheduler.sending.budget import TierBudget
 
     cid = seed_campaign(engine, recipients=200)
     provider = ScriptedProvider(latency_s=0.02, limits=PhoneLimits(messaging_tier="150"))
@@ -259,8 +259,8 @@ async def test_a_second_run_of_a_campaign_sending_in_another_live_process_is_ref
     import socket
     import subprocess
 
-    from campaigns.dbtypes import utcnow
-    from campaigns.exceptions import LockedError
+    from campaigns.core.dbtypes import utcnow
+    from campaigns.core.exceptions import LockedError
 
     cid = seed_campaign(engine, recipients=5)
     other = subprocess.Popen(["sleep", "30"])

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
-from campaigns.settings import Settings, load_settings
+from campaigns import control
+from campaigns.core.settings import Settings, load_settings
 from sandbox.config import FaultSettings, SandboxConfig
 from sandbox.server import running_sandbox
-from scheduler import control
-from scheduler.dispatch import Dispatcher, RunReport, StopReason
 from scheduler.providers.factory import make_provider
+from scheduler.sending.dispatch import Dispatcher, RunReport, StopReason
 from tests.dispatch_support import rows, seed_campaign, states
 
 

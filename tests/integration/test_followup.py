@@ -9,17 +9,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.exceptions import UserError
+from campaigns.core.exceptions import UserError
+from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
+from campaigns.core.models import MESSAGE_TABLE as MESSAGE
+from campaigns.core.settings import Settings, load_settings
 from campaigns.followup import create_retry_campaign
-from campaigns.models import Campaign, ListMember, Message
-from campaigns.settings import Settings, load_settings
 from scheduler.webhooks.inbox import InboxItem, insert_bodies
 from scheduler.webhooks.processor import process_pending
 from tests.ledger_factory import Seeded, seed_campaign, status_body
 
-MESSAGE = Message.__table__  # type: ignore[attr-defined]
-CAMPAIGN = Campaign.__table__  # type: ignore[attr-defined]
-MEMBER = ListMember.__table__  # type: ignore[attr-defined]
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 

@@ -7,11 +7,11 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.db import write_transaction
-from campaigns.dbtypes import utcnow
-from campaigns.models import Contact, MessageState
-from scheduler import ledger
-from scheduler.ledger import Outcome, OutcomeKind
+from campaigns.core.db import write_transaction
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.models import Contact, MessageState
+from scheduler.sending import ledger
+from scheduler.sending.ledger import Outcome, OutcomeKind
 from tests.dispatch_support import rows, seed_campaign, states
 
 

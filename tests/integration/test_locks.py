@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from campaigns.db import make_engine
-from campaigns.exceptions import LockedError
-from scheduler.locks import exclusive_lock, lock_file_path
+from campaigns.core.db import make_engine
+from campaigns.core.exceptions import LockedError
+from scheduler.sending.locks import exclusive_lock, lock_file_path
 
 
 def test_a_second_holder_is_refused_at_once_while_the_first_holds_the_lock(engine: Engine) -> None:
@@ -61,8 +61,8 @@ def test_a_holder_killed_with_sigkill_does_not_block_the_next_run(engine: Engine
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from campaigns.db import make_engine\n"
-            "from scheduler.locks import exclusive_lock\n"
+            "from campaigns.core.db import make_engine\n"
+            "from scheduler.sending.locks import exclusive_lock\n"
             "with exclusive_lock(make_engine(sys.argv[1])):\n"
             "    print('held', flush=True)\n"
             "    time.sleep(60)\n",

@@ -6,8 +6,15 @@ import pytest
 from alembic import command
 from sqlalchemy.engine import Engine
 
-from campaigns.db import alembic_config, current_revision, head_revision, make_engine, require_schema, upgrade
-from campaigns.exceptions import SchemaError
+from campaigns.core.db import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    make_engine,
+    require_schema,
+    upgrade,
+)
+from campaigns.core.exceptions import SchemaError
 
 
 def test_migrating_an_empty_database_gives_exactly_the_models_schema(engine: Engine) -> None:

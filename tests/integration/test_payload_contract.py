@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from campaigns import payloads
-from campaigns.payloads import DEFAULT_LIMITS
-from campaigns.personalisation import Bindings, Personaliser
-from campaigns.templates import parse_template
+from campaigns.content import payloads
+from campaigns.content.payloads import DEFAULT_LIMITS
+from campaigns.content.personalisation import Bindings, Personaliser
+from campaigns.templates.catalog import parse_template
 from tests.conftest import SHARED
 from tests.unit.test_templates import NAMED, PROMO
 

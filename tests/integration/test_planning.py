@@ -12,7 +12,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.campaign_service import (
+from campaigns.core.db import write_transaction
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.exceptions import NotFoundError, ValidationFailed
+from campaigns.core.models import MESSAGE_TABLE as MESSAGE
+from campaigns.core.models import Message, MessageState
+from campaigns.core.settings import Settings, load_settings
+from campaigns.definitions import (
     CampaignDefinition,
     cancel_campaign,
     create_campaign,
@@ -20,16 +26,9 @@ from campaigns.campaign_service import (
     ledger_counts,
     preview_bodies,
 )
-from campaigns.db import write_transaction
-from campaigns.dbtypes import utcnow
-from campaigns.exceptions import NotFoundError, ValidationFailed
-from campaigns.models import Message, MessageState
-from campaigns.plan_summary import plan_summary
-from campaigns.planning import allocate_message_ids, plan_campaign
-from campaigns.settings import Settings, load_settings
+from campaigns.planning.planner import allocate_message_ids, plan_campaign
+from campaigns.planning.summary import plan_summary
 from tests.campaign_seed import PROMO, Person, people, seed_list, seed_templates
-
-MESSAGE = Message.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture

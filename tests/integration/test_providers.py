@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from campaigns.exceptions import (
+from campaigns.core.exceptions import (
     CampaignFatalError,
     MaintenanceError,
     MarketingLimitError,
@@ -26,7 +26,7 @@ from campaigns.exceptions import (
     ThrottledError,
     TransientError,
 )
-from campaigns.settings import SenderSettings, load_settings
+from campaigns.core.settings import SenderSettings, load_settings
 from scheduler.providers.base import PhoneLimits, SendResult
 from scheduler.providers.cloud import CloudProvider
 from scheduler.providers.factory import make_provider

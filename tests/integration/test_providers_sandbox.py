@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from campaigns.exceptions import OutcomeUnknownError, SenderFatalError, ThrottledError
-from campaigns.settings import SenderSettings, load_settings
+from campaigns.core.exceptions import OutcomeUnknownError, SenderFatalError, ThrottledError
+from campaigns.core.settings import SenderSettings, load_settings
 from sandbox.config import FaultSettings, SandboxConfig
 from sandbox.server import running_sandbox
 from scheduler.providers.base import PhoneLimits

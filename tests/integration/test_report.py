@@ -17,12 +17,13 @@ import sqlalchemy as sa
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
-from campaigns.models import Message, ThrottleEvent
+from campaigns.core.models import MESSAGE_TABLE as MESSAGE
+from campaigns.core.models import ThrottleEvent
+from campaigns.core.settings import Settings, load_settings
 from campaigns.report.facts import campaign_facts
 from campaigns.report.html_page import CHART_IDS, render_html
 from campaigns.report.recipients_csv import write_recipients_csv
 from campaigns.report.table import render_table
-from campaigns.settings import Settings, load_settings
 from scheduler.webhooks.inbox import InboxItem, insert_bodies
 from scheduler.webhooks.processor import process_pending
 from tests.ledger_factory import (
@@ -35,7 +36,6 @@ from tests.ledger_factory import (
     status_body,
 )
 
-MESSAGE = Message.__table__  # type: ignore[attr-defined]
 START = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 T0 = int(START.timestamp())
 

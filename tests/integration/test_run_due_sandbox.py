@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.dbtypes import utcnow
-from campaigns.settings import Settings
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.settings import Settings
 from sandbox.config import SandboxConfig
 from sandbox.server import RunningSandbox, running_sandbox
-from scheduler.dispatch_runner import DispatcherRunner
-from scheduler.due import DueSummary, run_due
 from scheduler.providers.factory import make_provider
+from scheduler.runs.dispatch_runner import DispatcherRunner
+from scheduler.runs.due import DueSummary, run_due
 from tests.scheduling_support import (
     CAMPAIGN,
     MESSAGE,
@@ -75,7 +75,7 @@ async def test_a_campaign_scheduled_in_the_past_is_sent_and_one_in_the_future_is
 
 
 async def test_a_scheduled_draft_is_planned_when_it_comes_due_and_sent(engine: Engine) -> None:
-    from campaigns.planning import plan_campaign
+    from campaigns.planning.planner import plan_campaign
 
     async with running_sandbox(sandbox_config()) as sandbox:
         settings = sandbox_settings(sandbox.base_url)

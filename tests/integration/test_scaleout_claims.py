@@ -12,17 +12,16 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.db import make_engine, write_transaction
-from campaigns.dbtypes import utcnow
-from campaigns.models import Message, TierUsage
-from scheduler import ledger
-from scheduler.budget import TierBudget, claim_within_budget
-from scheduler.leases import PORTFOLIO_LOCK_SPACE, lock_portfolio
-from scheduler.reaper import REAPED_TITLE, Reaper, reap
+from campaigns.core.db import make_engine, write_transaction
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.models import MESSAGE_TABLE as MESSAGE
+from campaigns.core.models import TIER_USAGE_TABLE as TIER_USAGE
+from scheduler.runs.reaper import REAPED_TITLE, Reaper, reap
+from scheduler.sending import ledger
+from scheduler.sending.budget import TierBudget, claim_within_budget
+from scheduler.sending.leases import PORTFOLIO_LOCK_SPACE, lock_portfolio
 from tests.dispatch_support import seed_campaign, states
 
-MESSAGE: sa.Table = Message.__table__  # type: ignore[attr-defined]
-TIER_USAGE: sa.Table = TierUsage.__table__  # type: ignore[attr-defined]
 WORKERS = 6
 
 

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.dbtypes import utcnow
-from campaigns.settings import SenderSettings
-from scheduler.due import CAMPAIGN, SENDER_BUSY, PassOutcome, run_due
-from scheduler.leases import SenderLeases
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.settings import SenderSettings
+from scheduler.runs.due import CAMPAIGN, SENDER_BUSY, PassOutcome, run_due
+from scheduler.sending.leases import SenderLeases
 from tests.scheduling_seed import seed_campaign
 
 SHOP = SenderSettings(name="shop", phone_number_id="100000000000001")

@@ -14,12 +14,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from campaigns.db import make_engine, upgrade
-from campaigns.dbtypes import utcnow
-from campaigns.models import MessageState
-from scheduler import ledger
-from scheduler.budget import TierBudget
-from scheduler.reaper import expired_leases
+from campaigns.core.db import make_engine, upgrade
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.models import MessageState
+from scheduler.runs.reaper import expired_leases
+from scheduler.sending import ledger
+from scheduler.sending.budget import TierBudget
 from scheduler.webhooks.processor import _progress_statement
 from tests.dispatch_support import seed_campaign
 
@@ -144,7 +144,7 @@ def test_webhook_lookups_by_message_id_and_by_wamid_use_indexes(big_ledger: tupl
 
 
 def test_a_running_campaign_is_known_live_through_the_claim_index(big_ledger: tuple[Engine, int]) -> None:
-    from scheduler.due import CAMPAIGN, _due_filter
+    from scheduler.runs.due import CAMPAIGN, _due_filter
 
     engine, _ = big_ledger
     with engine.connect() as conn:

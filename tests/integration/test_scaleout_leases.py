@@ -9,11 +9,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.db import make_engine, write_transaction
-from campaigns.dbtypes import utcnow
-from campaigns.models import Sender
-from campaigns.settings import SenderSettings
-from scheduler.leases import (
+from campaigns.core.db import make_engine, write_transaction
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.models import SENDER_TABLE as SENDER
+from campaigns.core.settings import SenderSettings
+from scheduler.sending.leases import (
     SEND_WINDOW_S,
     SenderLeases,
     fair_share,
@@ -23,10 +23,9 @@ from scheduler.leases import (
     renew,
     try_acquire,
 )
-from scheduler.locks import worker_lock
+from scheduler.sending.locks import worker_lock
 from tests.dispatch_support import seed_campaign
 
-SENDER: sa.Table = Sender.__table__  # type: ignore[attr-defined]
 SHOP = SenderSettings(name="shop", phone_number_id="100000000000001", portfolio="acme")
 NEWS = SenderSettings(name="news", phone_number_id="100000000000002", portfolio="acme")
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.dbtypes import UTCDateTime, utcnow
-from campaigns.models import TierUsage
-from campaigns.settings import Settings, load_settings
+from campaigns.core.dbtypes import UTCDateTime, utcnow
+from campaigns.core.models import TierUsage
+from campaigns.core.settings import Settings, load_settings
 from sandbox.config import SandboxConfig
 from sandbox.server import running_sandbox
-from scheduler.dispatch_runner import DispatcherRunner
-from scheduler.due import lanes_for, run_due
 from scheduler.providers.factory import make_provider
+from scheduler.runs.dispatch_runner import DispatcherRunner
+from scheduler.runs.due import lanes_for, run_due
 from tests.scheduling_support import MESSAGE, make_campaign, phones, sandbox_env, states
 
 SENDERS = """

@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
-from campaigns.template_sync import SyncConfig, SyncError, fetch_templates, retry_after_s
-from campaigns.templates import find_templates, parse_templates, store_templates
+from campaigns.templates.catalog import find_templates, parse_templates, store_templates
+from campaigns.templates.sync import SyncConfig, SyncError, fetch_templates, retry_after_s
 from tests.unit.test_templates import NAMED, PROMO
 
 TOKEN = "test-token"

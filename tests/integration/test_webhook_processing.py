@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.models import Campaign, InboundMessage, Sender, Template, WebhookInbox
-from campaigns.settings import Settings, load_settings
+from campaigns.core.models import Campaign, InboundMessage, Sender, Template, WebhookInbox
+from campaigns.core.settings import Settings, load_settings
 from scheduler.webhooks.processor import process_pending
 from scheduler.webhooks.server import WebhookServer
 from scheduler.webhooks.signature import HEADER, sign
@@ -443,7 +443,7 @@ async def test_the_background_processor_applies_what_the_receiver_stores(
 async def test_a_row_the_database_refuses_is_marked_and_the_rest_of_its_batch_still_applies(
     postgres_url: str, settings: Settings
 ) -> None:
-    from campaigns.db import make_engine, upgrade
+    from campaigns.core.db import make_engine, upgrade
 
     engine = make_engine(postgres_url)
     upgrade(engine)

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.engine import Engine
 
-from campaigns.models import InboundMessage, WebhookInbox
-from campaigns.settings import Settings, load_settings
+from campaigns.core.models import InboundMessage, WebhookInbox
+from campaigns.core.settings import Settings, load_settings
 from scheduler.webhooks.processor import process_pending
 from scheduler.webhooks.server import WebhookServer
 from scheduler.webhooks.signature import HEADER, sign

@@ -11,16 +11,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.db import make_engine, upgrade
-from campaigns.exceptions import ConfigError
-from campaigns.models import WebhookInbox
-from campaigns.settings import Settings, load_settings
+from campaigns.core.db import make_engine, upgrade
+from campaigns.core.exceptions import ConfigError
+from campaigns.core.models import WEBHOOK_INBOX_TABLE as INBOX
+from campaigns.core.settings import Settings, load_settings
 from scheduler.webhooks.processor import process_pending
 from scheduler.webhooks.server import WebhookServer
 from scheduler.webhooks.signature import HEADER, sign
 from tests.ledger_factory import inbound_body, status_body
 
-INBOX = WebhookInbox.__table__  # type: ignore[attr-defined]
 SECRET = "sandbox-secret"
 
 

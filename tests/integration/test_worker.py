@@ -11,15 +11,15 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
 
-from campaigns.dbtypes import utcnow
-from campaigns.models import ThrottleEvent, WebhookInbox
-from campaigns.settings import Settings
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.models import ThrottleEvent, WebhookInbox
+from campaigns.core.settings import Settings
 from sandbox.config import SandboxConfig
 from sandbox.server import running_sandbox
-from scheduler.dispatch_runner import DispatcherRunner
-from scheduler.metrics import WorkerMetrics
 from scheduler.providers.factory import make_provider
-from scheduler.worker import Worker, build_app, serving
+from scheduler.runs.dispatch_runner import DispatcherRunner
+from scheduler.runs.metrics import WorkerMetrics
+from scheduler.runs.worker import Worker, build_app, serving
 from tests.scheduling_support import campaign_state, make_campaign, phones, sandbox_settings, states
 
 

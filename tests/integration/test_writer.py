@@ -6,11 +6,11 @@ import asyncio
 
 from sqlalchemy.engine import Engine
 
-from campaigns.db import write_transaction
-from campaigns.dbtypes import utcnow
-from scheduler import ledger
-from scheduler.ledger import Outcome, OutcomeKind
-from scheduler.writer import ResultWriter
+from campaigns.core.db import write_transaction
+from campaigns.core.dbtypes import utcnow
+from scheduler.sending import ledger
+from scheduler.sending.ledger import Outcome, OutcomeKind
+from scheduler.sending.writer import ResultWriter
 from tests.dispatch_support import seed_campaign, states
 
 

@@ -16,12 +16,12 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.settings import Settings
+from campaigns.core.settings import Settings
 from sandbox.config import SandboxConfig
 from sandbox.server import running_sandbox
-from scheduler.dispatch_runner import DispatcherRunner
-from scheduler.due import DueSummary, run_due
 from scheduler.providers.factory import make_provider
+from scheduler.runs.dispatch_runner import DispatcherRunner
+from scheduler.runs.due import DueSummary, run_due
 from tests.reliability.record import record
 from tests.scheduling_support import MESSAGE, make_campaign, phones, sandbox_settings, states
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from campaigns.dbtypes import utcnow
+from campaigns.core.dbtypes import utcnow
 from tests.reliability.crashing import CrashLog, crash_repeatedly, run_due_until_completed
 from tests.reliability.record import record
 from tests.reliability.support import ServedSandbox, audit, free_port, listening, run, served_sandbox, start

@@ -22,14 +22,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.models import WebhookInbox
+from campaigns.core.models import WEBHOOK_INBOX_TABLE as INBOX
 from scheduler.webhooks.signature import HEADER, sign
 from tests.ledger_factory import Seeded, seed_campaign, status_body
 from tests.reliability.record import record
 from tests.reliability.support import free_port, kill9, listening, run, start
 from tests.scheduling_support import MESSAGE
 
-INBOX: sa.Table = WebhookInbox.__table__  # type: ignore[attr-defined]
 SECRET = "sandbox-secret"
 
 

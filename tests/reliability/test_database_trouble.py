@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from campaigns.db import make_engine, upgrade
-from campaigns.dbtypes import utcnow
+from campaigns.core.db import make_engine, upgrade
+from campaigns.core.dbtypes import utcnow
 from tests.reliability.crashing import touched
 from tests.reliability.record import record
 from tests.reliability.support import audit, served_sandbox, start

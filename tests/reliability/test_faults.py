@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import pytest
 from sqlalchemy.engine import Engine
 
-from campaigns.dbtypes import utcnow
+from campaigns.core.dbtypes import utcnow
 from sandbox.config import FaultSettings, SandboxConfig
 from tests.reliability.record import record
 from tests.reliability.support import Audit, audit, in_process_sandbox, run, served_sandbox

@@ -1,4 +1,4 @@
-"""Fuzzed config files and environment values for `campaigns.settings.load_settings`.
+"""Fuzzed config files and environment values for `campaigns.core.settings.load_settings`.
 
 Any TOML text (valid or not, right keys with wrong types, unknown keys, binary garbage) and any
 WACAMP_* value either gives settings or raises `ConfigError` with one line that says where the bad
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from campaigns.exceptions import ConfigError
-from campaigns.settings import load_settings
+from campaigns.core.exceptions import ConfigError
+from campaigns.core.settings import load_settings
 from tests.conftest import wacamp_executable
 from tests.reliability.record import record
 from tests.reliability.support import clean_env

@@ -19,18 +19,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
-from campaigns.contacts import ImportOptions, import_contacts
-from campaigns.csvfiles import CsvSource
-from campaigns.db import make_engine, upgrade
-from campaigns.exceptions import UserError
-from campaigns.models import Contact, ContactList, ListMember
+from campaigns.contacts.csvfiles import CsvSource
+from campaigns.contacts.importer import ImportOptions, import_contacts
+from campaigns.core.db import make_engine, upgrade
+from campaigns.core.exceptions import UserError
+from campaigns.core.models import CONTACT_LIST_TABLE as LIST
+from campaigns.core.models import CONTACT_TABLE as CONTACT
+from campaigns.core.models import LIST_MEMBER_TABLE as MEMBER
 from tests.conftest import wacamp_executable
 from tests.reliability.record import record
 from tests.reliability.support import clean_env
-
-CONTACT: sa.Table = Contact.__table__  # type: ignore[attr-defined]
-LIST: sa.Table = ContactList.__table__  # type: ignore[attr-defined]
-MEMBER: sa.Table = ListMember.__table__  # type: ignore[attr-defined]
 
 FORMULAS = ["=1+1", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\t=x", '=HYPERLINK("http://x")']
 PHONES = ["+393471234567", "3471234568", "+39 347 123 4569", "0039 347 1234570", "12", "", "+1 202-555-0101"]

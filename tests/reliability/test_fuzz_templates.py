@@ -14,16 +14,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
-from campaigns.db import make_engine, upgrade
-from campaigns.exceptions import UserError
-from campaigns.models import Template
-from campaigns.templates import load_templates_file, store_templates
+from campaigns.core.db import make_engine, upgrade
+from campaigns.core.exceptions import UserError
+from campaigns.core.models import TEMPLATE_TABLE as TEMPLATE
+from campaigns.templates.catalog import load_templates_file, store_templates
 from sandbox.samples import sample_templates
 from tests.conftest import wacamp_executable
 from tests.reliability.record import record
 from tests.reliability.support import clean_env
 
-TEMPLATE: sa.Table = Template.__table__  # type: ignore[attr-defined]
 json_scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20)
 )

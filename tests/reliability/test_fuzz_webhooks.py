@@ -25,9 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
-from campaigns.db import make_engine, upgrade
-from campaigns.models import MessageState, WebhookInbox
-from campaigns.settings import Settings, load_settings
+from campaigns.core.db import make_engine, upgrade
+from campaigns.core.models import WEBHOOK_INBOX_TABLE as INBOX
+from campaigns.core.models import MessageState
+from campaigns.core.settings import Settings, load_settings
 from scheduler.webhooks.processor import pending_count, process_pending
 from scheduler.webhooks.server import WebhookServer
 from scheduler.webhooks.signature import HEADER, sign
@@ -35,7 +36,6 @@ from tests.ledger_factory import Seeded, seed_campaign
 from tests.reliability.record import record
 from tests.scheduling_support import MESSAGE
 
-INBOX: sa.Table = WebhookInbox.__table__  # type: ignore[attr-defined]
 SECRET = "sandbox-secret"
 LIMIT_BYTES = 1_048_576
 STATES = {state.value for state in MessageState}

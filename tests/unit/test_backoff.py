@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from campaigns.exceptions import (
+from campaigns.core.exceptions import (
     MaintenanceError,
     MarketingLimitError,
     OutcomeUnknownError,
@@ -13,8 +13,8 @@ from campaigns.exceptions import (
     ThrottledError,
     TransientError,
 )
-from campaigns.settings import LimitsSettings, load_settings
-from scheduler.backoff import (
+from campaigns.core.settings import LimitsSettings, load_settings
+from scheduler.sending.backoff import (
     maintenance_delay_s,
     marketing_defer_s,
     pair_rate_delay_s,

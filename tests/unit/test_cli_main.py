@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import click
 import pytest
 
-from campaigns.cli import cli, main
-from campaigns.exceptions import NotFoundError
+from campaigns.core.exceptions import NotFoundError
+from wacamp.cli import cli, main
 
 
 @pytest.fixture

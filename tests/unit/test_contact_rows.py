@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from campaigns.contact_rows import (
+from campaigns.contacts.csvfiles import CsvRow
+from campaigns.contacts.rows import (
     ColumnPlan,
     ContactRecord,
     Reject,
@@ -12,8 +13,7 @@ from campaigns.contact_rows import (
     parse_consent,
     plan_columns,
 )
-from campaigns.csvfiles import CsvRow
-from campaigns.exceptions import UserError
+from campaigns.core.exceptions import UserError
 
 
 @pytest.mark.parametrize("value", ["yes", "Y", " TRUE ", "1", "x", "X", "si", "Sì", "sí", "oui", "JA"])

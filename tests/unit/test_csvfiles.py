@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from campaigns.csvfiles import CsvOutput, CsvSource, detect_delimiter, neutralize_formula
-from campaigns.exceptions import InputFileError
+from campaigns.contacts.csvfiles import CsvOutput, CsvSource, detect_delimiter, neutralize_formula
+from campaigns.core.exceptions import InputFileError
 
 
 def write(tmp_path: Path, data: bytes, name: str = "people.csv") -> Path:

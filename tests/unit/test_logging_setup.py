@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from campaigns.logging_setup import configure_logging
+from campaigns.core.logging_setup import configure_logging
 
 
 @pytest.fixture(autouse=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from scheduler.pace import SenderPace
-from scheduler.ratelimit import RateLimiter
-from scheduler.throttle import ThrottleController
+from scheduler.sending.pace import SenderPace
+from scheduler.sending.ratelimit import RateLimiter
+from scheduler.sending.throttle import ThrottleController
 from tests.fakeclock import FakeClock
 
 

@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scheduler.pairs import PairSpacer
+from scheduler.sending.pairs import PairSpacer
 
 
 def test_a_recipient_waits_out_the_spacing_while_others_go_on() -> None:

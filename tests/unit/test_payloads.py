@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from campaigns import payloads
-from campaigns.payloads import ParameterTooLong, PayloadError
+from campaigns.content import payloads
+from campaigns.content.payloads import ParameterTooLong, PayloadError
 
 
 def _template(api: payloads.ApiKind) -> dict[str, object]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from campaigns.payloads import DEFAULT_LIMITS, ParameterTooLong
-from campaigns.personalisation import (
+from campaigns.content.payloads import DEFAULT_LIMITS, ParameterTooLong
+from campaigns.content.personalisation import (
     BindingError,
     Bindings,
     MissingColumn,
@@ -14,7 +14,7 @@ from campaigns.personalisation import (
     binding_problems,
     canonical_key,
 )
-from campaigns.templates import parse_template
+from campaigns.templates.catalog import parse_template
 from tests.unit.test_templates import NAMED, PROMO
 
 

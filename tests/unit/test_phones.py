@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from campaigns.exceptions import UserError
-from campaigns.phones import InvalidPhoneNumber, check_region, is_valid, normalize
+from campaigns.contacts.phones import InvalidPhoneNumber, check_region, is_valid, normalize
+from campaigns.core.exceptions import UserError
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from campaigns.plan_summary import country_code_of_prefix, format_duration
+from campaigns.planning.summary import country_code_of_prefix, format_duration
 
 
 @pytest.mark.parametrize(

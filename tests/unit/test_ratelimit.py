@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler.ratelimit import DEFAULT_GUARD_S, WINDOW_S, RateLimiter, pace_per_s, window_capacity
+from scheduler.sending.ratelimit import DEFAULT_GUARD_S, WINDOW_S, RateLimiter, pace_per_s, window_capacity
 from tests.fakeclock import FakeClock
 
 HYPOTHESIS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 import pytest
 
-from campaigns.cli.run_cmd import format_duration_s, parse_duration_s, progress_line
-from scheduler.dispatch import Progress
+from scheduler.sending.dispatch import Progress
+from wacamp.cli.run_cmd import format_duration_s, parse_duration_s, progress_line
 
 
 def test_the_progress_line_says_sent_failed_deferred_rate_and_eta() -> None:

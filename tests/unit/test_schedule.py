@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from campaigns.models import Campaign
-from scheduler.schedule import (
+from campaigns.core.models import Campaign
+from campaigns.schedule import (
     ScheduleError,
     ScheduleRequest,
     SendWindow,

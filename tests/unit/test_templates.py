@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from campaigns.exceptions import InputFileError
-from campaigns.templates import (
+from campaigns.core.exceptions import InputFileError
+from campaigns.templates.catalog import (
     TemplateFormatError,
     load_templates_file,
     parse_template,

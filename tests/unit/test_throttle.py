@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from campaigns.settings import load_settings
-from scheduler.ratelimit import RateLimiter
-from scheduler.throttle import ThrottleController
+from campaigns.core.settings import load_settings
+from scheduler.sending.ratelimit import RateLimiter
+from scheduler.sending.throttle import ThrottleController
 from tests.fakeclock import FakeClock
 
 

@@ -1,5 +1,0 @@
-"""`python -m campaigns` is the `wacamp` command."""
-
-from campaigns.cli import main
-
-main()

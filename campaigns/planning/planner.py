@@ -1,0 +1,354 @@
+"""Planning: turning a campaign's contact list into its ledger, one row per recipient.
+
+Each row holds the frozen request body (with ``biz_opaque_callback_data = "wacamp:<row id>"``, ids
+allocated per batch before the insert), the content hash (template, language and rendered components)
+and a state: ``planned`` or ``skipped`` with a reason (`SkipReason`).
+
+"Never the same content twice" is the database's job: planned rows carry ``dedup_hash = content_hash``
+and the unique constraint (contact_id, dedup_hash) refuses a second one. Rows are inserted with
+``ON CONFLICT DO NOTHING``, then the same transaction reads back which of its own ids were written; the
+rows that were not conflicted and are written as ``skipped: duplicate_content`` instead. There is no
+check-then-insert window for a race: the constraint decides, the read-back only learns the outcome.
+
+Planning streams the list in keyset chunks (flat memory at a million recipients), never holds a
+transaction across chunks, and only looks at members without a row in this campaign yet: planning
+twice changes nothing, and contacts added to the list later are planned by planning again.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from campaigns.content.payloads import BodyFormatter, ParameterTooLong, PayloadError
+from campaigns.content.personalisation import MissingColumn, Personaliser, binding_problems
+from campaigns.core.db import write_transaction
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.exceptions import UserError, ValidationFailed
+from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
+from campaigns.core.models import CONTACT_TABLE as CONTACT
+from campaigns.core.models import LIST_MEMBER_TABLE as MEMBER
+from campaigns.core.models import MESSAGE_TABLE as MESSAGE
+from campaigns.core.models import Campaign, CampaignState, MessageState
+from campaigns.core.settings import Settings
+from campaigns.definitions import (
+    bindings_of,
+    find_campaign,
+    template_problems,
+)
+from campaigns.templates.catalog import find_templates, record_of
+
+DEFAULT_CHUNK = 5000
+
+
+class SkipReason(enum.StrEnum):
+    """Why a ledger row will never be sent (``missing_param`` is followed by ``:<column>``)."""
+
+    DUPLICATE_CONTENT = "duplicate_content"
+    SUPPRESSED = "suppressed"
+    NO_CONSENT = "no_consent"
+    MISSING_PARAM = "missing_param"
+    PARAM_TOO_LONG = "param_too_long"
+    INVALID_PARAM = "invalid_param"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    """What one planning pass added to the ledger."""
+
+    campaign_id: int
+    planned: int
+    skipped: dict[str, int] = field(default_factory=dict)
+    deferred: int = 0
+
+    @property
+    def added(self) -> int:
+        return self.planned + sum(self.skipped.values())
+
+
+@dataclass
+class _Chunk:
+    """Rows of one batch before ids are known: planned ones carry their body up to the id."""
+
+    planned: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _RowBuilder:
+    """Classifies one contact into a planned or skipped row (no ids, no I/O)."""
+
+    def __init__(
+        self, *, campaign: Campaign, personaliser: Personaliser, api: Any, namespace: str | None
+    ) -> None:
+        self.campaign_id = campaign.id
+        self.personaliser = personaliser
+        self.formatter = BodyFormatter(
+            api=api,
+            name=personaliser.template_name,
+            language=personaliser.language,
+            namespace=namespace,
+            limits=personaliser.limits,
+        )
+
+    def skip_reason_and_render(self, contact: Mapping[Any, Any]) -> tuple[str | None, Any]:
+        if contact["suppressed_at"] is not None:
+            return SkipReason.SUPPRESSED.value, None
+        if not contact["consent"]:
+            return SkipReason.NO_CONSENT.value, None
+        try:
+            return None, self.personaliser.render(
+                phone=contact["phone"], attributes=contact["attributes"] or {}
+            )
+        except MissingColumn as exc:
+            return f"{SkipReason.MISSING_PARAM.value}:{exc.column}", None
+        except ParameterTooLong:
+            return SkipReason.PARAM_TOO_LONG.value, None
+        except PayloadError:
+            return SkipReason.INVALID_PARAM.value, None
+
+    def add(self, chunk: _Chunk, contact: Mapping[Any, Any], *, now: datetime) -> None:
+        reason, rendered = self.skip_reason_and_render(contact)
+        row = {
+            "campaign_id": self.campaign_id,
+            "contact_id": contact["id"],
+            "phone": contact["phone"],
+            "content_hash": rendered.content_hash if rendered else "",
+            "dedup_hash": None,
+            "state": MessageState.SKIPPED.value,
+            "skip_reason": reason,
+            "body": None,
+            "next_attempt_at": None,
+            "planned_at": now,
+            "updated_at": now,
+        }
+        if reason is not None:
+            chunk.skipped.append(row)
+            return
+        deferred = contact["marketing_deferred_until"]
+        row.update(
+            state=MessageState.PLANNED.value,
+            skip_reason=None,
+            dedup_hash=rendered.content_hash,
+            next_attempt_at=deferred if deferred is not None and deferred > now else None,
+            _head=self.formatter.head(to=contact["phone"], components_json=rendered.components_json),
+        )
+        chunk.planned.append(row)
+
+    def freeze(self, row: dict[str, Any], message_id: int) -> dict[str, Any]:
+        """The planned row with its id and frozen body (only the id is added: we hold the write lock)."""
+        head = row.pop("_head")
+        row.update(id=message_id, body=self.formatter.finish(head, message_id=message_id))
+        return row
+
+
+def _insert(conn: Connection) -> Any:
+    return (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)(MESSAGE)
+
+
+def allocate_message_ids(conn: Connection, count: int) -> list[int]:
+    """`count` ledger row ids, allocated before the insert (inside the write transaction)."""
+    if count == 0:
+        return []
+    if conn.dialect.name == "sqlite":  # BEGIN IMMEDIATE holds the write lock: MAX(id) cannot move
+        start = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(MESSAGE.c.id), 0))).scalar_one()) + 1
+        return list(range(start, start + count))
+    query = sa.text("SELECT nextval(pg_get_serial_sequence('message', 'id')) FROM generate_series(1, :n)")
+    return [int(value) for (value,) in conn.execute(query, {"n": count})]
+
+
+def _present_ids(conn: Connection, ids: list[int]) -> set[int]:
+    """Which of `ids` (allocated to this transaction alone) are now in the ledger.
+
+    Same-transaction read-back instead of ``RETURNING``: the ids are ours, so a row with one of them
+    exists exactly when our insert wrote it, and the unique constraints (not this read) decided
+    which rows conflicted. On PostgreSQL ``RETURNING`` forces SQLAlchemy's batched multi-VALUES
+    path, measured 2.5x slower than the pipelined executemany used without it.
+    """
+    wanted = set(ids)
+    query = sa.select(MESSAGE.c.id).where(MESSAGE.c.id.between(min(ids), max(ids)))
+    return {int(value) for value in conn.execute(query).scalars() if value in wanted}
+
+
+def _write_chunk(
+    conn: Connection, chunk: _Chunk, builder: _RowBuilder
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Insert one chunk; returns the rows planned and the skip reasons written."""
+    ids = allocate_message_ids(conn, len(chunk.planned) + len(chunk.skipped))
+    planned = [builder.freeze(row, ids[i]) for i, row in enumerate(chunk.planned)]
+    skipped = [{**row, "id": ids[len(planned) + i]} for i, row in enumerate(chunk.skipped)]
+    inserted: set[int] = set()
+    if planned:
+        conn.execute(_insert(conn).on_conflict_do_nothing(), planned)
+        inserted = _present_ids(conn, [row["id"] for row in planned])
+    for row in planned:
+        if row["id"] not in inserted:  # the (contact_id, dedup_hash) constraint said: already given
+            row.update(
+                state=MessageState.SKIPPED.value,
+                skip_reason=SkipReason.DUPLICATE_CONTENT.value,
+                dedup_hash=None,
+                body=None,
+                next_attempt_at=None,
+            )
+            skipped.append(row)
+    if skipped:
+        conn.execute(_insert(conn).on_conflict_do_nothing(), skipped)
+    return [row for row in planned if row["id"] in inserted], [row["skip_reason"] for row in skipped]
+
+
+def _members_query(
+    campaign: Campaign, *, after_id: int, limit: int, only_contacts: sa.Select[Any] | None
+) -> Any:
+    """The next `limit` list members after `after_id`, in contact id order (keyset, O(limit))."""
+    query = (
+        sa.select(
+            CONTACT.c.id,
+            CONTACT.c.phone,
+            CONTACT.c.attributes,
+            CONTACT.c.consent,
+            CONTACT.c.suppressed_at,
+            CONTACT.c.marketing_deferred_until,
+        )
+        .select_from(MEMBER.join(CONTACT, CONTACT.c.id == MEMBER.c.contact_id))
+        .where(MEMBER.c.list_id == campaign.list_id, MEMBER.c.contact_id > after_id)
+        .order_by(MEMBER.c.contact_id)
+        .limit(limit)
+    )
+    if only_contacts is not None:
+        query = query.where(MEMBER.c.contact_id.in_(only_contacts.scalar_subquery()))
+    return query
+
+
+def _next_members(
+    conn: Connection, campaign: Campaign, *, after_id: int, limit: int, only_contacts: sa.Select[Any] | None
+) -> tuple[list[Any], int | None]:
+    """The next batch of members without a ledger row in this campaign, and where the batch ended.
+
+    The ledger rows of the batch's id range are read with one range query on the (campaign_id,
+    contact_id) index: an anti-join would make the database look at the whole ledger for every batch.
+    """
+    members = [
+        row._mapping
+        for row in conn.execute(
+            _members_query(campaign, after_id=after_id, limit=limit, only_contacts=only_contacts)
+        )
+    ]
+    if not members:
+        return [], None
+    low, high = int(members[0]["id"]), int(members[-1]["id"])
+    planned = set(
+        conn.execute(
+            sa.select(MESSAGE.c.contact_id).where(
+                MESSAGE.c.campaign_id == campaign.id, MESSAGE.c.contact_id.between(low, high)
+            )
+        ).scalars()
+    )
+    return [m for m in members if m["id"] not in planned], high
+
+
+def _personaliser(engine: Engine, campaign: Campaign, settings: Settings) -> tuple[Personaliser, str | None]:
+    found = find_templates(engine, name=campaign.template_name)
+    template = next((t for t in found if t.language == campaign.language), None)
+    problems = template_problems(
+        template, name=campaign.template_name, language=campaign.language, others=[t.language for t in found]
+    )
+    if template is None or problems:
+        raise ValidationFailed(problems, what=f"planning campaign {campaign.name!r}")
+    shape = record_of(template).shape()
+    bindings = bindings_of(campaign)
+    problems = binding_problems(shape, bindings)
+    if problems:
+        raise ValidationFailed(problems, what=f"planning campaign {campaign.name!r}")
+    personaliser = Personaliser(
+        template_name=template.name,
+        language=template.language,
+        shape=shape,
+        bindings=bindings,
+        limits=settings.limits.text,
+    )
+    return personaliser, settings.whatsapp.namespace or template.namespace
+
+
+def plan_campaign(
+    engine: Engine,
+    *,
+    settings: Settings,
+    campaign: str | int | Campaign,
+    now: datetime | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    only_contacts: sa.Select[Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> PlanOutcome:
+    """Write the ledger rows of every list member not yet in this campaign's ledger.
+
+    Safe to call again (it adds only new members) and from several processes (the unique
+    constraints decide). `only_contacts` (a select of contact ids) narrows the recipients, e.g. for a
+    retry campaign. `progress` is called with the number of rows written after each batch. A draft
+    campaign becomes `planned`; a cancelled or completed one is refused.
+    """
+    target = campaign if isinstance(campaign, Campaign) else find_campaign(engine, campaign)
+    if target.state in (CampaignState.CANCELLED, CampaignState.COMPLETED):
+        raise UserError(f"campaign {target.name!r} is {target.state}: it cannot be planned")
+    personaliser, namespace = _personaliser(engine, target, settings)
+    builder = _RowBuilder(
+        campaign=target,
+        personaliser=personaliser,
+        api=settings.sender(target.sender_name).api,
+        namespace=namespace,
+    )
+    at = now or utcnow()
+    planned, deferred, skipped = 0, 0, Counter[str]()
+    after_id = 0
+    while True:
+        with engine.connect() as conn:
+            contacts, last_id = _next_members(
+                conn, target, after_id=after_id, limit=chunk_size, only_contacts=only_contacts
+            )
+        if last_id is None:
+            break
+        after_id = last_id
+        if not contacts:
+            continue
+        chunk = _Chunk()
+        for contact in contacts:
+            builder.add(chunk, contact, now=at)
+        with write_transaction(engine) as conn:
+            rows, reasons = _write_chunk(conn, chunk, builder)
+        planned += len(rows)
+        deferred += sum(1 for row in rows if row["next_attempt_at"] is not None)
+        if progress is not None:
+            progress(len(contacts))
+        skipped.update(reasons)
+    _mark_planned(engine, target, at)
+    return PlanOutcome(
+        campaign_id=int(target.id or 0), planned=planned, skipped=dict(skipped), deferred=deferred
+    )
+
+
+def _mark_planned(engine: Engine, campaign: Campaign, at: datetime) -> None:
+    with write_transaction(engine) as conn:
+        conn.execute(
+            sa.update(CAMPAIGN)
+            .where(CAMPAIGN.c.id == campaign.id)
+            .values(
+                state=sa.case(
+                    (CAMPAIGN.c.state == CampaignState.DRAFT.value, CampaignState.PLANNED.value),
+                    else_=CAMPAIGN.c.state,
+                ),
+                planned_at=at,
+                updated_at=at,
+            )
+        )
+
+
+def is_planned(campaign: Campaign) -> bool:
+    """Whether the campaign's ledger was written at least once."""
+    return campaign.planned_at is not None

@@ -1,0 +1,257 @@
+"""The one writer task: send results go to the ledger in batches, never a commit per message.
+
+Send tasks hand their outcome to `ResultWriter.put` (no I/O, no await); the writer gathers up to
+`batch_rows` outcomes or waits at most `batch_ms` after the first, then applies them in one short
+write transaction (one executemany UPDATE per kind, in a worker thread so the event loop and the
+rate limiter keep their timing). No transaction is ever open while a request is on the network.
+
+`close()` flushes everything and is shielded: a cancel arriving during the final flush does not lose
+it. If the task itself is cancelled (a forced stop), what is still buffered is written synchronously
+before the cancel goes on. Applying an outcome twice is harmless (each statement checks the state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from campaigns.core.db import write_transaction
+from campaigns.core.dbtypes import utcnow
+from campaigns.core.models import THROTTLE_EVENT_TABLE as THROTTLE_EVENT
+from scheduler.sending import budget, ledger
+from scheduler.sending.ledger import Outcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ContactAction:
+    """A change to a contact that a send result calls for (131050 suppress, 131049 defer)."""
+
+    contact_id: int
+    suppress_reason: str | None = None
+    defer_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleNote:
+    """The platform told a sender to slow down: one `ThrottleEvent` row."""
+
+    sender_name: str
+    campaign_id: int | None
+    code: int | None
+    retry_after_s: float | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TierRefund:
+    """A claimed row went back unsent: its recipient's tier count (made by that claim) is given back."""
+
+    portfolio: str
+    phone: str
+    counted_at: datetime
+
+
+Item = Outcome | ContactAction | ThrottleNote | TierRefund
+
+
+@dataclass
+class WriteBatch:
+    """Everything one write transaction applies."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    contacts: list[ContactAction] = field(default_factory=list)
+    throttles: list[ThrottleNote] = field(default_factory=list)
+    refunds: list[TierRefund] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.outcomes) + len(self.contacts) + len(self.throttles) + len(self.refunds)
+
+    def add(self, item: Item) -> None:
+        if isinstance(item, ContactAction):
+            self.contacts.append(item)
+        elif isinstance(item, ThrottleNote):
+            self.throttles.append(item)
+        elif isinstance(item, TierRefund):
+            self.refunds.append(item)
+        else:
+            self.outcomes.append(item)
+
+    def extend(self, other: WriteBatch) -> None:
+        self.outcomes.extend(other.outcomes)
+        self.contacts.extend(other.contacts)
+        self.throttles.extend(other.throttles)
+        self.refunds.extend(other.refunds)
+
+
+def apply_batch(engine: Engine, batch: WriteBatch) -> None:
+    """Write one batch in one transaction (blocking: call it from a thread)."""
+    if not len(batch):
+        return
+    with write_transaction(engine) as conn:
+        ledger.apply_outcomes(conn, batch.outcomes)
+        _apply_contacts(conn, batch.contacts, now=utcnow())
+        budget.uncount(conn, [(r.portfolio, r.phone, r.counted_at) for r in batch.refunds])
+        if batch.throttles:
+            conn.execute(
+                sa.insert(THROTTLE_EVENT),
+                [
+                    {
+                        "sender_name": n.sender_name,
+                        "campaign_id": n.campaign_id,
+                        "code": n.code,
+                        "retry_after_s": n.retry_after_s,
+                        "at": n.at,
+                    }
+                    for n in batch.throttles
+                ],
+            )
+
+
+def _apply_contacts(conn: Connection, actions: Sequence[ContactAction], *, now: datetime) -> None:
+    for action in actions:
+        ids = [action.contact_id]
+        if action.suppress_reason is not None:
+            ledger.suppress_contacts(conn, contact_ids=ids, reason=action.suppress_reason, now=now)
+        if action.defer_until is not None:
+            ledger.defer_contacts(conn, contact_ids=ids, until=action.defer_until, now=now)
+
+
+class ResultWriter:
+    """Batches outcomes into the ledger from one task (see the module docstring)."""
+
+    def __init__(
+        self, engine: Engine, *, batch_rows: int, batch_ms: int, executor: Executor | None = None
+    ) -> None:
+        self.engine = engine
+        #: Where batches are written (the dispatcher's one database thread; the default pool if None).
+        self.executor = executor
+        self.batch_rows = batch_rows
+        self.batch_s = batch_ms / 1000
+        self._queue: asyncio.Queue[Item | asyncio.Future[None] | None] = asyncio.Queue()
+        self._barriers: list[asyncio.Future[None]] = []
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._pending = WriteBatch()
+        self._applying: WriteBatch | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.written = 0
+        self.batches = 0
+
+    def start(self) -> asyncio.Task[None]:
+        """Start the writer task (named `ledger-writer`)."""
+        self._task = asyncio.create_task(self._run(), name="ledger-writer")
+        return self._task
+
+    def put(self, item: Item) -> None:
+        """Queue one outcome, contact action or throttle note (never blocks)."""
+        self._queue.put_nowait(item)
+        if self._queue.qsize() >= self.batch_rows:
+            self._wakeup.set()
+
+    async def flush(self) -> None:
+        """Return once everything queued before this call is committed."""
+        if self._task is None or self._task.done():
+            return
+        barrier: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(barrier)
+        self._wakeup.set()
+        await asyncio.wait({barrier, self._task}, return_when=asyncio.FIRST_COMPLETED)
+
+    async def close(self) -> None:
+        """Write everything queued so far and stop; shielded against a cancel."""
+        if self._task is None:
+            return
+        self._queue.put_nowait(None)
+        self._wakeup.set()
+        await asyncio.shield(self._task)
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                done = await self._gather()
+                if len(self._pending):
+                    self._applying, self._pending = self._pending, WriteBatch()
+                    await asyncio.get_running_loop().run_in_executor(
+                        self.executor, apply_batch, self.engine, self._applying
+                    )
+                    self.written += len(self._applying.outcomes)
+                    self.batches += 1
+                    self._applying = None
+                self._release_barriers()
+                if done:
+                    return
+        except asyncio.CancelledError:
+            self._flush_now()
+            raise
+
+    def _release_barriers(self) -> None:
+        for barrier in self._barriers:
+            if not barrier.done():
+                barrier.set_result(None)
+        self._barriers.clear()
+
+    async def _gather(self) -> bool:
+        """Fill `_pending` up to a batch; True when the closing marker was seen.
+
+        After the first item it waits (once, not per item) until `batch_rows` are queued or
+        `batch_ms` have passed. A flush barrier ends the batch at once (its caller waits for the commit).
+        """
+        if self._add(await self._queue.get()):
+            return self._closing and self._drain_nowait()
+        deadline = asyncio.get_running_loop().time() + self.batch_s
+        while True:
+            if self._drain_until_marker():
+                return self._closing and self._drain_nowait()
+            remaining = deadline - asyncio.get_running_loop().time()
+            if len(self._pending) >= self.batch_rows or remaining <= 0:
+                return False
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+
+    def _drain_until_marker(self) -> bool:
+        """Move queued items into the batch; True when a marker (barrier, close) ended it."""
+        while not self._queue.empty() and len(self._pending) < self.batch_rows:
+            if self._add(self._queue.get_nowait()):
+                return True
+        return False
+
+    def _drain_nowait(self) -> bool:
+        while not self._queue.empty():
+            self._add(self._queue.get_nowait())
+        return True
+
+    def _add(self, item: Item | asyncio.Future[None] | None) -> bool:
+        """Add an item to the pending batch; True for a marker that ends the batch (barrier, close)."""
+        if item is None:
+            self._closing = True
+            return True
+        if isinstance(item, asyncio.Future):
+            self._barriers.append(item)
+            return True
+        self._pending.add(item)
+        return False
+
+    def _flush_now(self) -> None:
+        """Forced stop: write what is buffered and queued, synchronously, before giving up."""
+        self._drain_nowait()
+        batch, self._pending = self._pending, WriteBatch()
+        if self._applying is not None:  # its thread may not have committed: applying twice is harmless
+            self._applying.extend(batch)
+            batch = self._applying
+        try:
+            apply_batch(self.engine, batch)
+        except Exception:
+            log.exception("could not write %d results on a forced stop", len(batch.outcomes))
+        else:
+            self.written += len(batch.outcomes)

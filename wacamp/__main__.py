@@ -1,0 +1,5 @@
+"""`python -m wacamp` is the `wacamp` command."""
+
+from wacamp.cli import main
+
+main()

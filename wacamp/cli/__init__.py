@@ -1,0 +1,108 @@
+"""The `wacamp` command line. Each command group lives in its own module next to this one."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+import click
+
+from campaigns.core.exceptions import WacampError
+from wacamp.cli import (
+    campaigns_cmd,
+    config_cmd,
+    contacts_cmd,
+    db_cmd,
+    demo_cmd,
+    followup_cmd,
+    ops_cmd,
+    report_cmd,
+    run_cmd,
+    sandbox_cmd,
+    schedule_cmd,
+    templates_cmd,
+    webhooks_cmd,
+)
+from wacamp.cli.common import AppContext
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    envvar="WACAMP_CONFIG",
+    help="Config file (TOML). Default: ./wacamp.toml if it exists, else the shipped defaults.",
+)
+@click.option("--database-url", help="Database URL; overrides [database] url and WACAMP_DATABASE_URL.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="wacamp")
+@click.pass_context
+def cli(ctx: click.Context, config_file: str | None, database_url: str | None, debug: bool) -> None:
+    """wacamp: WhatsApp Business marketing campaigns, at exactly the platform's throughput, never twice.
+
+    \b
+    A first session:
+      wacamp db upgrade                             create the database schema
+      wacamp contacts import people.csv --list spring --region IT
+      wacamp templates sync                         or: wacamp templates import templates.json
+      wacamp campaigns create spring-sale --list spring --template promo --language it --param 1={first_name}
+      wacamp campaigns plan spring-sale             see who gets what, how long, what it costs
+      wacamp campaigns run spring-sale              send (Ctrl-C stops cleanly; run again to resume)
+      wacamp report spring-sale
+
+    Try it all without a Meta account: `wacamp demo`.
+    """
+    overrides = {"database.url": database_url}
+    ctx.obj = AppContext(config_file=config_file, overrides=overrides, debug=debug)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr)
+
+
+for _module in (config_cmd, db_cmd, contacts_cmd, templates_cmd, campaigns_cmd, sandbox_cmd, webhooks_cmd):
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)
+for _command in ops_cmd.COMMANDS:
+    cli.add_command(_command)
+for _command in report_cmd.COMMANDS:
+    cli.add_command(_command)
+campaigns_cmd.campaigns_group.add_command(schedule_cmd.schedule_command)
+campaigns_cmd.campaigns_group.add_command(followup_cmd.retry_command)
+run_cmd.register(campaigns_cmd.campaigns_group)
+cli.add_command(demo_cmd.demo_command)
+
+
+def main() -> None:
+    """Entry point of the `wacamp` console script: user errors are one line on stderr, exit 1."""
+    debug = "--debug" in sys.argv
+    try:
+        # In non-standalone mode click returns the code of `ctx.exit(code)` / `raise Exit(code)`
+        # instead of exiting: pass it on, or exit codes like 75 would become 0.
+        code = cli.main(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        if debug:
+            traceback.print_exc()
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except WacampError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        click.echo(f"Error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+        sys.exit(1)
