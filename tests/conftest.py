@@ -21,7 +21,6 @@ from sqlalchemy.engine import Engine, make_url
 from campaigns.core.db import make_engine, upgrade
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
 POSTGRES_URL = os.environ.get("WACAMP_TEST_POSTGRES_URL", "")
 NO_POSTGRES = "WACAMP_TEST_POSTGRES_URL is not set: PostgreSQL tests skipped (.ci/run sets it)"
 

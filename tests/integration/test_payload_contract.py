@@ -3,8 +3,9 @@
 Top level against `BaseMessageProperties`, the template against `TemplateObject`, and each component and
 parameter against the schema its `type` maps to (jsonschema ignores OpenAPI's `discriminator`, so we
 follow the mapping ourselves). Two known defects of the spec are coded around here, in memory, without
-touching the file (see the folder's README): the button `index` pattern `^[2-6, 11-14]$` rejects the
-"0" the spec's own examples use, and `LanguageObject` requires a `policy` the Cloud API does not take.
+touching the file (see tests/fixtures/meta_openapi/README.md): the button `index` pattern `^[2-6, 11-14]$`
+rejects the "0" the spec's own examples use, and `LanguageObject` requires a `policy` the Cloud API does not
+take.
 """
 
 from __future__ import annotations
@@ -12,20 +13,18 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import jsonschema
 import pytest
+import referencing
+import referencing.jsonschema
+import yaml
 
 from campaigns.content import payloads
 from campaigns.content.payloads import DEFAULT_LIMITS
 from campaigns.content.personalisation import Bindings, Personaliser
 from campaigns.templates.catalog import parse_template
-from tests.conftest import SHARED
+from tests.fixtures import META_OPENAPI_SPEC as SPEC
 from tests.unit.test_templates import NAMED, PROMO
-
-SPEC = SHARED / "meta-openapi" / "business-messaging-api_v23.0.yaml"
-
-jsonschema = pytest.importorskip("jsonschema")
-referencing = pytest.importorskip("referencing")
-yaml = pytest.importorskip("yaml")
 
 
 def _patched_schemas(spec: dict[str, Any]) -> dict[str, Any]:
@@ -42,10 +41,6 @@ def _patched_schemas(spec: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def validate() -> Any:
-    if not SPEC.exists():
-        pytest.skip(
-            f"{SPEC} is absent: the contract test needs Meta's OpenAPI spec in ../shared/meta-openapi/"
-        )
     spec = yaml.safe_load(SPEC.read_text(encoding="utf-8"))
     spec["components"]["schemas"] = _patched_schemas(spec)
     resource = referencing.Resource.from_contents(

@@ -6,16 +6,10 @@ import functools
 from typing import Any
 from urllib.parse import quote
 
-import pytest
-
 from sandbox.config import SandboxConfig, WebhookTiming
 from sandbox.server import running_sandbox
-from tests.conftest import SHARED
+from tests.fixtures import META_OPENAPI_SPEC as SPEC
 from tests.sandbox_support import client_for, numbers, receiving, spring_sale, template_body
-
-SPEC = SHARED / "meta-openapi" / "business-messaging-api_v23.0.yaml"
-
-pytestmark = pytest.mark.skipif(not SPEC.exists(), reason=f"Meta's OpenAPI spec is absent ({SPEC})")
 
 
 @functools.cache

@@ -19,11 +19,10 @@ from campaigns.core.settings import Settings, load_settings
 from scheduler.webhooks.processor import process_pending
 from scheduler.webhooks.server import WebhookServer
 from scheduler.webhooks.signature import HEADER, sign
-from tests.conftest import SHARED
+from tests.fixtures import META_OPENAPI_SPEC as OPENAPI
+from tests.fixtures import PYWA_DIR as PYWA
 from tests.ledger_factory import row, seed_campaign
 
-OPENAPI = SHARED / "meta-openapi" / "business-messaging-api_v23.0.yaml"
-PYWA = SHARED / "fixtures" / "pywa"
 OUR_WABA = "200000000000001"
 OUR_PHONE_NUMBER_ID = "100000000000001"
 
@@ -35,8 +34,6 @@ def _spec() -> dict[str, Any]:
 
 
 def openapi_examples() -> dict[str, dict[str, Any]]:
-    if not OPENAPI.exists():
-        pytest.skip(f"{OPENAPI} is absent (the shared Meta OpenAPI folder is not checked out)")
     spec = _spec()
     examples = spec["paths"]["/whatsapp/webhooks"]["post"]["requestBody"]["content"]["application/json"][
         "examples"
@@ -45,12 +42,11 @@ def openapi_examples() -> dict[str, dict[str, Any]]:
 
 
 def pywa_cases() -> dict[str, dict[str, Any]]:
-    if not PYWA.exists():
-        pytest.skip(f"{PYWA} is absent (the shared pywa fixtures folder is not checked out)")
     cases: dict[str, dict[str, Any]] = {}
     for path in sorted(PYWA.glob("*.json")):
         for case, body in json.loads(path.read_text(encoding="utf-8")).items():
             cases[f"{path.stem}/{case}"] = body
+    assert cases, f"no pywa fixtures in {PYWA} (vendored: see its ORIGIN.md)"
     return cases
 
 
@@ -131,7 +127,6 @@ async def test_every_pywa_fixture_is_ingested_without_error(
 async def test_pywa_statuses_readdressed_to_our_rows_drive_the_ledger(
     server: WebhookServer, engine: Engine, settings: Settings
 ) -> None:
-    pywa_cases()  # skips when the fixtures are absent
     cases = json.loads((PYWA / "message_status.json").read_text(encoding="utf-8"))
     seeded = seed_campaign(engine, count=2)
     ours, failing = seeded.wamid(0), seeded.wamid(1)
