@@ -206,6 +206,8 @@ class ScriptedProvider:
 
     answer: Answer = field(default=lambda phone, attempt: SendResult(wamid=f"wamid.{phone}.{attempt}"))
     latency_s: float = 0.0
+    #: `Provider.pool_limit`: no HTTP pool here, so in practice `[dispatch] max_in_flight` bounds the sends.
+    pool_limit: int = 1 << 30
     limits: PhoneLimits | Exception = field(
         default_factory=lambda: PhoneLimits(messaging_tier="TIER_UNLIMITED")
     )

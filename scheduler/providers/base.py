@@ -42,6 +42,15 @@ class PhoneLimits:
 class Provider(Protocol):
     """A WhatsApp API client for one sender phone number (one aiohttp.ClientSession each)."""
 
+    @property
+    def pool_limit(self) -> int:
+        """Connections in its HTTP pool: the dispatcher keeps at most this many sends in flight.
+
+        More would wait for a connection inside aiohttp and then leave in a bunch, defeating the rate
+        limiter's spacing.
+        """
+        ...
+
     async def send(self, body_json: str) -> SendResult:
         """POST one frozen ledger body (JSON text built by `campaigns.content.payloads`) as it is."""
         ...

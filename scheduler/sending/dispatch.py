@@ -266,7 +266,7 @@ class Dispatcher:
         self._claimed_at: dict[int, datetime] = {}
         #: Never more sends in flight than the provider has connections (they would queue inside
         #: aiohttp and leave in a bunch, defeating the limiter's spacing).
-        self.max_in_flight = min(self.dispatch.max_in_flight, getattr(provider, "pool_limit", 1 << 30))
+        self.max_in_flight = min(self.dispatch.max_in_flight, provider.pool_limit)
         self._slots_taken = 0
         self._slot_freed = asyncio.Event()
         self._halted = asyncio.Event()
