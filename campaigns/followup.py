@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from campaigns import outcomes
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import UserError
@@ -30,9 +31,9 @@ from campaigns.core.models import Campaign, MessageState
 from campaigns.core.settings import Settings
 from campaigns.definitions import CampaignDefinition, create_campaign, find_campaign
 from campaigns.planning.planner import PlanOutcome, plan_campaign
-from campaigns.report.error_catalog import RETRYABLE_BY_DEFAULT
 
-DEFAULT_RETRY_CODES = tuple(sorted(RETRYABLE_BY_DEFAULT))
+#: The codes `campaigns retry` follows up by default: the outcome policy's retryable ones.
+DEFAULT_RETRY_CODES = tuple(sorted(outcomes.retryable_codes()))
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from campaigns.core.models import (
     Campaign,
     MessageState,
 )
-from campaigns.core.settings import Settings
+from campaigns.core.settings import LimitsSettings, Settings
 from campaigns.definitions import find_campaign, list_name
 from campaigns.planning.pricing import RateCard, load_rate_card
 from campaigns.report.error_catalog import error_info
@@ -78,7 +78,7 @@ def campaign_facts(
             "counts": counts,
             "rates": _rates(counts),
             "skipped": skipped,
-            "errors": _errors(groups),
+            "errors": _errors(groups, settings.limits),
             "throughput": _throughput(conn, campaign_id, series["sends"]),
             "tier": _tier(conn, settings, target, counts),
             "replies": _replies(conn, campaign_id),
@@ -189,7 +189,7 @@ def _rates(counts: dict[str, int]) -> dict[str, float | None]:
     }
 
 
-def _errors(groups: list[_Group]) -> list[dict[str, Any]]:
+def _errors(groups: list[_Group], limits: LimitsSettings) -> list[dict[str, Any]]:
     by_code: dict[int | None, tuple[int, str | None]] = {}
     for group in groups:
         if group.state != S.FAILED:
@@ -201,7 +201,7 @@ def _errors(groups: list[_Group]) -> list[dict[str, Any]]:
         )
     errors = []
     for code, (count, title) in by_code.items():
-        info = error_info(code)
+        info = error_info(code, limits=limits)
         errors.append(
             {"code": code, "title": title, "count": count, "meaning": info.meaning, "action": info.action}
         )
