@@ -30,9 +30,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from campaigns import outcomes
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import UTCDateTime, utcnow
-from campaigns.core.exceptions import MARKETING_LIMIT_CODES, OPTED_OUT_CODES
 from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
 from campaigns.core.models import CONTACT_TABLE as C
 from campaigns.core.models import INBOUND_MESSAGE_TABLE as INBOUND
@@ -345,10 +345,10 @@ class _Applier:
         contact_ids = [row.contact_id for row in self.conn.execute(stmt, params)]
         if not contact_ids:
             return  # a duplicate, or a row that is not ours: no side effects
-        if event.error_code in MARKETING_LIMIT_CODES:
-            until = self.now + timedelta(hours=self.settings.limits.marketing_defer_h)
-            self._defer_marketing(contact_ids, until)
-        elif event.error_code in OPTED_OUT_CODES:
+        action = outcomes.for_failed_status(event.error_code, limits=self.settings.limits)
+        if isinstance(action, outcomes.DeferRecipient):
+            self._defer_marketing(contact_ids, action.until(self.now))
+        elif isinstance(action, outcomes.SuppressContact):
             reason = f"{event.error_code} {event.error_title or 'user stopped marketing messages'}"
             self._suppress(C.c.id.in_(contact_ids), at=event.at, reason=reason)
 
