@@ -96,28 +96,29 @@ _BY_CLASS: tuple[tuple[type[exc.PlatformError], Cause], ...] = (
 # ------------------------------------------------------------------------------------------ causes
 
 
+def _cause_of_class(cls: type[exc.PlatformError], code: int | None) -> Cause | None:
+    """The cause an exception class stands for (`CampaignFatalError` split by code); None for a base class."""
+    if issubclass(cls, exc.CampaignFatalError):
+        return Cause.ACCOUNT_RESTRICTED if code in exc.ACCOUNT_FATAL_CODES else Cause.TEMPLATE_UNUSABLE
+    for known, cause in _BY_CLASS:
+        if issubclass(cls, known):
+            return cause
+    return None
+
+
 def cause_of_code(code: int | None, http_status: int | None = None) -> Cause:
-    """The cause of an error body: by ``error.code``; the HTTP status only when the code is unknown."""
-    if code is not None:
-        for cause, codes in CODES.items():
-            if code in codes:
-                return cause
-    if http_status == 429:
-        return Cause.THROTTLED
-    if http_status is not None and http_status >= 500:
-        return Cause.TRANSIENT
-    return Cause.RECIPIENT
+    """The cause of an error body: by ``error.code``; the HTTP status only when the code is unknown.
+
+    The classification is `campaigns.core.exceptions.error_class_for`'s, the one the providers use.
+    """
+    cause = _cause_of_class(exc.error_class_for(code, http_status), code)
+    return Cause.RECIPIENT if cause is None else cause
 
 
 def cause_of_error(error: exc.PlatformError) -> Cause:
-    """The cause of an error a provider raised (its class, which the provider chose by code)."""
-    if isinstance(error, exc.CampaignFatalError):
-        restricted = error.code in exc.ACCOUNT_FATAL_CODES
-        return Cause.ACCOUNT_RESTRICTED if restricted else Cause.TEMPLATE_UNUSABLE
-    for cls, cause in _BY_CLASS:
-        if isinstance(error, cls):
-            return cause
-    return cause_of_code(error.code, error.http_status)
+    """The cause of an error a provider raised: its class; a bare base class is classified by its code."""
+    cause = _cause_of_class(type(error), error.code)
+    return cause_of_code(error.code, error.http_status) if cause is None else cause
 
 
 # ----------------------------------------------------------------------------------------- actions
