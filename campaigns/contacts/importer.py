@@ -30,6 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Engine
 
+from campaigns.contacts import effects
 from campaigns.contacts.csvfiles import CsvSource
 from campaigns.contacts.rows import ColumnPlan, ContactRecord, Reject, RejectKind, plan_columns
 from campaigns.core.db import safe_url, write_transaction
@@ -410,51 +411,13 @@ class SuppressionResult:
 def suppress(
     conn: Connection, phones: Iterable[str], *, reason: str | None, now: datetime
 ) -> SuppressionResult:
-    """Opt these E.164 numbers out, inside the caller's transaction.
+    """Opt these E.164 numbers out, inside the caller's transaction (`effects.record_opt_outs`).
 
     A number that is not a contact yet becomes one (suppressed, no consent, in no list), so a later
     import cannot make it sendable. An earlier opt-out keeps its time and reason.
     """
-    wanted = sorted(set(phones))
-    result = SuppressionResult()
-    for start in range(0, len(wanted), 1000):
-        chunk = wanted[start : start + 1000]
-        known = _opted_out_flags(conn, chunk)
-        result.created += len(chunk) - len(known)
-        result.already += sum(1 for opted_out in known.values() if opted_out)
-        result.opted_out += sum(1 for opted_out in known.values() if not opted_out)
-        stmt = _insert(conn)(_contact)
-        rows: list[dict[str, Any]] = [
-            {
-                "phone": phone,
-                "attributes": {},
-                "consent": False,
-                "suppressed_at": now,
-                "suppression_reason": reason,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for phone in chunk
-        ]
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[_contact.c.phone],
-                set_={
-                    "suppressed_at": sa.func.coalesce(_contact.c.suppressed_at, stmt.excluded.suppressed_at),
-                    "suppression_reason": sa.case(
-                        (_contact.c.suppressed_at.is_(None), stmt.excluded.suppression_reason),
-                        else_=_contact.c.suppression_reason,
-                    ),
-                    "updated_at": sa.case(
-                        (_contact.c.suppressed_at.is_(None), stmt.excluded.updated_at),
-                        else_=_contact.c.updated_at,
-                    ),
-                },
-            ),
-            rows,
-        )
-    result.opted_out += result.created
-    return result
+    counts = effects.record_opt_outs(conn, phones, reason=reason, now=now)
+    return SuppressionResult(opted_out=counts.opted_out, already=counts.already, created=counts.created)
 
 
 def opt_out(engine: Engine, phones: Iterable[str], *, reason: str | None = None) -> SuppressionResult:
@@ -470,22 +433,10 @@ def opt_in(engine: Engine, phones: Iterable[str]) -> int:
     changes then).
     """
     wanted = sorted(set(phones))
-    now = utcnow()
     with write_transaction(engine) as conn:
         known = _opted_out_flags(conn, wanted)
         missing = [phone for phone in wanted if phone not in known]
         if missing:
             raise NotFoundError(f"no contact {missing[0]}: import it first (nothing was changed)")
-        keep_since = sa.and_(_contact.c.consent, _contact.c.consent_at.is_not(None))
-        conn.execute(
-            sa.update(_contact)
-            .where(_contact.c.phone.in_(wanted))
-            .values(
-                suppressed_at=None,
-                suppression_reason=None,
-                consent=True,
-                consent_at=sa.case((keep_since, _contact.c.consent_at), else_=sa.literal(now, UTCDateTime())),
-                updated_at=now,
-            )
-        )
+        effects.clear_suppression(conn, wanted, now=utcnow())
     return sum(1 for opted_out in known.values() if opted_out)

@@ -395,26 +395,6 @@ def apply_outcomes(conn: Connection, outcomes: Sequence[Outcome]) -> None:
         conn.execute(_STATEMENTS[kind], rows)
 
 
-def suppress_contacts(conn: Connection, *, contact_ids: Sequence[int], reason: str, now: datetime) -> None:
-    """Opt contacts out (131050): suppression always wins over consent."""
-    if contact_ids:
-        conn.execute(
-            sa.update(CONTACT)
-            .where(CONTACT.c.id.in_(list(contact_ids)), CONTACT.c.suppressed_at.is_(None))
-            .values(suppressed_at=now, suppression_reason=reason, updated_at=now)
-        )
-
-
-def defer_contacts(conn: Connection, *, contact_ids: Sequence[int], until: datetime, now: datetime) -> None:
-    """Hold marketing to contacts that hit the per-user marketing limit (131049) until `until`."""
-    if contact_ids:
-        conn.execute(
-            sa.update(CONTACT)
-            .where(CONTACT.c.id.in_(list(contact_ids)))
-            .values(marketing_deferred_until=until, updated_at=now)
-        )
-
-
 @dataclass(frozen=True)
 class QueueState:
     """What is left of a campaign's queue: rows due now, rows due later and when the first is."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from campaigns.contacts import effects
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.models import THROTTLE_EVENT_TABLE as THROTTLE_EVENT
@@ -34,11 +36,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ContactAction:
-    """A change to a contact that a send result calls for (131050 suppress, 131049 defer)."""
+    """A change to a contact that a send result calls for (131050 suppress, 131049 defer).
+
+    Written by `campaigns.contacts.effects`: a suppression keeps the first reason, a deferral only extends.
+    """
 
     contact_id: int
     suppress_reason: str | None = None
     defer_until: datetime | None = None
+
+    @classmethod
+    def opted_out(cls, contact_id: int, *, code: int | None, title: str | None) -> ContactAction:
+        """131050: suppress the contact, with the reason every other opt-out path spells the same way."""
+        return cls(contact_id, suppress_reason=effects.platform_opt_out_reason(code, title))
+
+    @classmethod
+    def marketing_limited(cls, contact_id: int, *, until: datetime) -> ContactAction:
+        """131049: no marketing to the contact before `until`."""
+        return cls(contact_id, defer_until=until)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +133,18 @@ def apply_batch(engine: Engine, batch: WriteBatch) -> None:
 
 
 def _apply_contacts(conn: Connection, actions: Sequence[ContactAction], *, now: datetime) -> None:
+    """One statement per distinct reason and per distinct deferral end (`effects` decides what changes)."""
+    by_reason: dict[str, list[int]] = defaultdict(list)
+    by_until: dict[datetime, list[int]] = defaultdict(list)
     for action in actions:
-        ids = [action.contact_id]
         if action.suppress_reason is not None:
-            ledger.suppress_contacts(conn, contact_ids=ids, reason=action.suppress_reason, now=now)
+            by_reason[action.suppress_reason].append(action.contact_id)
         if action.defer_until is not None:
-            ledger.defer_contacts(conn, contact_ids=ids, until=action.defer_until, now=now)
+            by_until[action.defer_until].append(action.contact_id)
+    for reason, ids in by_reason.items():
+        effects.suppress_contacts(conn, ids, reason=reason, at=now, now=now)
+    for until, ids in by_until.items():
+        effects.defer_marketing(conn, ids, until=until, now=now)
 
 
 class ResultWriter:

@@ -31,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from campaigns import outcomes
+from campaigns.contacts import effects
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import UTCDateTime, utcnow
 from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
@@ -76,8 +77,6 @@ _FAILABLE = (S.SENDING, S.UNKNOWN, S.ACCEPTED, S.SENT, S.DELIVERED)
 #: Campaign states that a template or account problem pauses.
 _PAUSABLE = (CampaignState.RUNNING, CampaignState.WAITING, CampaignState.PLANNED)
 _PAUSING_TEMPLATE_EVENTS = frozenset({"PAUSED", "DISABLED"})
-#: Suppression reasons a user_preferences "resume" lifts (the platform-level stop), never a keyword opt-out.
-_PLATFORM_STOP_PREFIXES = ("user_preferences", "131050")
 
 
 @dataclass
@@ -349,23 +348,14 @@ class _Applier:
         if isinstance(action, outcomes.DeferRecipient):
             self._defer_marketing(contact_ids, action.until(self.now))
         elif isinstance(action, outcomes.SuppressContact):
-            reason = f"{event.error_code} {event.error_title or 'user stopped marketing messages'}"
-            self._suppress(C.c.id.in_(contact_ids), at=event.at, reason=reason)
+            reason = effects.platform_opt_out_reason(event.error_code, event.error_title)
+            self._suppress(contact_ids, at=event.at, reason=reason)
 
     def _defer_marketing(self, contact_ids: list[int], until: datetime) -> None:
-        current = C.c.marketing_deferred_until
-        self.conn.execute(
-            sa.update(C)
-            .where(C.c.id.in_(contact_ids), sa.or_(current.is_(None), current < until))
-            .values(marketing_deferred_until=until, updated_at=self.now)
-        )
+        effects.defer_marketing(self.conn, contact_ids, until=until, now=self.now)
 
-    def _suppress(self, where: sa.ColumnElement[bool], *, at: datetime, reason: str) -> None:
-        self.conn.execute(
-            sa.update(C)
-            .where(where, C.c.suppressed_at.is_(None))
-            .values(suppressed_at=at, suppression_reason=reason[:200], updated_at=self.now)
-        )
+    def _suppress(self, contact_ids: list[int], *, at: datetime, reason: str) -> None:
+        effects.suppress_contacts(self.conn, contact_ids, reason=reason, at=at, now=self.now)
 
     # ----- inbound messages -----------------------------------------------------------------------
 
@@ -379,8 +369,10 @@ class _Applier:
         self._open_windows(unique)
         for row in rows:
             if row["is_optout"]:
-                reason = f"opt-out: {row['payload'] or row['text']}"
-                self._suppress(C.c.phone == row["phone"], at=row["sent_at"], reason=reason)
+                reason = effects.keyword_opt_out_reason(row["payload"] or row["text"])
+                effects.suppress_phones(
+                    self.conn, [row["phone"]], reason=reason, at=row["sent_at"], now=self.now
+                )
 
     def _attribution(self, wamids: set[str]) -> dict[str, tuple[int, int]]:
         if not wamids:
@@ -432,16 +424,10 @@ class _Applier:
             if event.category and event.category != "marketing_messages":
                 continue
             if event.value == "stop":
-                self._suppress(C.c.phone == event.phone, at=event.at, reason="user_preferences: stop")
+                reason = effects.PREFERENCES_STOP_REASON
+                effects.suppress_phones(self.conn, [event.phone], reason=reason, at=event.at, now=self.now)
             elif event.value == "resume":
-                platform_stop = sa.or_(
-                    *(C.c.suppression_reason.startswith(p) for p in _PLATFORM_STOP_PREFIXES)
-                )
-                self.conn.execute(
-                    sa.update(C)
-                    .where(C.c.phone == event.phone, platform_stop, C.c.suppressed_at <= event.at)
-                    .values(suppressed_at=None, suppression_reason=None, updated_at=self.now)
-                )
+                effects.lift_platform_stop(self.conn, [event.phone], stopped_by=event.at, now=self.now)
 
     def _template(self, event: TemplateStatusEvent) -> None:
         match = self._template_match(event)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
+from campaigns.core.models import CONTACT_TABLE as CONTACT
 from scheduler.sending import ledger
 from scheduler.sending.ledger import Outcome, OutcomeKind
-from scheduler.sending.writer import ResultWriter
+from scheduler.sending.writer import ContactAction, ResultWriter, WriteBatch, apply_batch
 from tests.dispatch_support import seed_campaign, states
 
 
@@ -63,3 +66,33 @@ async def test_cancelling_the_writer_still_writes_what_it_holds(engine: Engine) 
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert states(engine, cid) == {"accepted": 30}
+
+
+def _contact_ids(engine: Engine, n: int) -> list[int]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(CONTACT.c.id).order_by(CONTACT.c.id).limit(n)).scalars())
+
+
+def test_contact_actions_suppress_once_and_never_shorten_a_deferral(engine: Engine) -> None:
+    seed_campaign(engine, recipients=3)
+    first, second, third = _contact_ids(engine, 3)
+    long_until = utcnow() + timedelta(hours=72)
+    with write_transaction(engine) as conn:
+        conn.execute(
+            sa.update(CONTACT).where(CONTACT.c.id == first).values(marketing_deferred_until=long_until)
+        )
+    short_until = utcnow() + timedelta(hours=24)
+    batch = WriteBatch()
+    for contact_id in (first, second):
+        batch.add(ContactAction.marketing_limited(contact_id, until=short_until))
+    batch.add(ContactAction.opted_out(third, code=131050, title="experiment"))
+    apply_batch(engine, batch)
+    again = WriteBatch(contacts=[ContactAction(third, suppress_reason="(131050) another spelling")])
+    apply_batch(engine, again)
+    with engine.connect() as conn:
+        rows = {
+            r.id: r for r in conn.execute(sa.select(CONTACT).where(CONTACT.c.id.in_([first, second, third])))
+        }
+    assert rows[first].marketing_deferred_until == long_until
+    assert rows[second].marketing_deferred_until == short_until
+    assert rows[third].suppression_reason == "131050 experiment"
