@@ -2,14 +2,14 @@
 
 ::
 
-    WacampError                      root of everything wacamp raises on purpose
+    WacampError                      root of everything wacamp raises on purpose (its `exit_code`)
     ├── UserError                    bad input from a person: one line on stderr, exit 1
     │   ├── ConfigError              a config file or setting is wrong (names file, line, key)
     │   ├── SchemaError              the database schema is missing or behind (names the command to run)
     │   ├── NotFoundError            a campaign, list, template or contact that does not exist
     │   ├── InputFileError           a CSV / JSON file that cannot be read at all (names file, line)
     │   ├── ValidationFailed         several problems found at once (e.g. a campaign definition)
-    │   └── LockedError              another process holds the lock (e.g. a second `run-due`)
+    │   └── LockedError              another process holds the lock or the database: exit 75, try later
     └── PlatformError                the WhatsApp platform answered with an error (carries code, title)
         ├── RetryableError           try again later; never recorded as a failure by itself
         │   ├── ThrottledError       130429, 80007, 4, HTTP 429: slow the whole sender down
@@ -25,32 +25,29 @@
         └── OutcomeUnknownError      no answer after the request may have reached the platform
 
 `classify_platform_error` turns an ``error.code`` (never the HTTP status alone) into one of these.
+None of them knows about the command line: `wacamp.cli.main` prints ``Error: <message>`` on stderr
+and exits with the error's `exit_code`.
 """
 
 from __future__ import annotations
 
-import click
+from typing import ClassVar
+
+from campaigns.core.exit_codes import ExitCode
 
 
 class WacampError(Exception):
     """Something went wrong in wacamp."""
 
+    #: What the `wacamp` process exits with when this error ends a command.
+    exit_code: ClassVar[ExitCode] = ExitCode.FAILED
+
     def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or (self.__doc__ or "").strip())
+        super().__init__(message or (type(self).__doc__ or "").strip())
 
 
-class UserError(WacampError, click.ClickException):
+class UserError(WacampError):
     """The input given to wacamp is not usable."""
-
-    exit_code = 1
-
-    def __init__(self, message: str | None = None) -> None:
-        text = message or (type(self).__doc__ or "").strip()
-        WacampError.__init__(self, text)
-        click.ClickException.__init__(self, text)
-
-    def __str__(self) -> str:
-        return self.message
 
 
 class ConfigError(UserError):
@@ -79,6 +76,8 @@ class ValidationFailed(UserError):
 
 class LockedError(UserError):
     """Another wacamp process holds the lock."""
+
+    exit_code = ExitCode.LATER
 
 
 class PlatformError(WacampError):

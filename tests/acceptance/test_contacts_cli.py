@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -280,3 +281,24 @@ def test_show_prints_consent_opt_out_lists_and_attributes_for_people(wacamp: Run
     assert "spring" in mario
     assert "Mario" in mario
     assert re.search(r"opted out \d{4}-\d\d-\d\d \d\d:\d\d UTC \(asked\)", anna)
+
+
+def test_commands_that_find_the_database_locked_exit_75_to_try_later(wacamp: Run, tmp_path: Path) -> None:
+    people_file(tmp_path)
+    busy = {"WACAMP_DATABASE__BUSY_TIMEOUT_S": "0.2"}
+    holder = sqlite3.connect(tmp_path / "wacamp.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process writing, past our busy timeout
+    try:
+        imported = wacamp("contacts", "import", "people.csv", "--list", "spring", "--region", "IT", env=busy)
+        opted_out = wacamp("contacts", "optout", "+393331234567", env=busy)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    assert (imported.returncode, opted_out.returncode) == (75, 75)
+    assert imported.stderr.strip().splitlines()[-1].startswith("Error: the database sqlite:///")
+    assert "is busy: another wacamp process is writing to it" in imported.stderr
+    assert opted_out.stderr.strip() == (
+        "Error: the database is busy: another wacamp process is writing to it; try again when it is done"
+    )
+    assert wacamp("contacts", "optout", "+393331234567", env=busy).returncode == 0

@@ -7,8 +7,10 @@ import sys
 import traceback
 
 import click
+import sqlalchemy as sa
 
-from campaigns.core.exceptions import WacampError
+from campaigns.core.exceptions import LockedError, WacampError
+from campaigns.core.exit_codes import ExitCode
 from wacamp.cli import (
     campaigns_cmd,
     config_cmd,
@@ -75,34 +77,53 @@ cli.add_command(demo_cmd.demo_command)
 
 
 def main() -> None:
-    """Entry point of the `wacamp` console script: user errors are one line on stderr, exit 1."""
+    """Entry point of the `wacamp` console script: every error ends as one line on stderr and an `ExitCode`.
+
+    `WacampError`s carry their own code (`LockedError`: 75, try later; the others 1); a SQLite
+    "database is locked" that outlasted the busy timeout is a `LockedError` too; click's usage errors
+    keep click's text and code 2; anything else is a defect: one line, exit 1 (`--debug`: traceback).
+    """
     debug = "--debug" in sys.argv
     try:
         # In non-standalone mode click returns the code of `ctx.exit(code)` / `raise Exit(code)`
         # instead of exiting: pass it on, or exit codes like 75 would become 0.
         code = cli.main(standalone_mode=False)
-        if isinstance(code, int) and code:
-            sys.exit(code)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        if debug:
-            traceback.print_exc()
-        exc.show()
-        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        click.echo("Aborted." if isinstance(exc, click.exceptions.Abort) else "Interrupted.", err=True)
+        sys.exit(ExitCode.INTERRUPTED)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except WacampError as exc:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
-        sys.exit(130)
+    except click.ClickException as exc:
+        _print_traceback(debug)
+        exc.show()
+        sys.exit(exc.exit_code)
     except Exception as exc:
-        if debug:
-            raise
-        click.echo(f"Error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
-        sys.exit(1)
+        sys.exit(_report_error(as_wacamp_error(exc), debug=debug))
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def as_wacamp_error(exc: Exception) -> Exception:
+    """A SQLite "database is locked" (another process kept writing past the busy timeout) as a LockedError."""
+    if isinstance(exc, sa.exc.OperationalError) and "database is locked" in str(exc.orig):
+        return LockedError(
+            "the database is busy: another wacamp process is writing to it; try again when it is done"
+        )
+    return exc
+
+
+def _report_error(exc: Exception, *, debug: bool) -> ExitCode:
+    """Print the one line for an error that ended a command; the code to exit with."""
+    if isinstance(exc, WacampError):
+        _print_traceback(debug)
+        click.echo(f"Error: {exc}", err=True)
+        return exc.exit_code
+    if debug:
+        raise exc
+    click.echo(f"Error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+    return ExitCode.FAILED
+
+
+def _print_traceback(debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
