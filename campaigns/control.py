@@ -1,11 +1,18 @@
-"""Campaign control from any shell: find a campaign, pause, resume.
+"""The one place that finds a campaign, moves it from state to state, and counts its ledger.
 
-A running dispatcher polls the campaign's state (`dispatch.control_poll_s`), so a pause written here
-by another process stops it within a second.
+- `find_campaign`: by name, or by id (an int, or text of only digits: names cannot be only digits).
+- `change_state`: every write of the ``state`` column goes through it, guarded by `ALLOWED`; a move the
+  table does not list raises `IllegalTransition`. The check and the write are one ``UPDATE … WHERE
+  state IN (…)``, so a concurrent pause, cancel or resume is never overwritten by a stale read.
+- `pause`, `resume`: the person's commands. A running dispatcher polls the campaign's state
+  (`dispatch.control_poll_s`), so a pause written here by another process stops it within a second.
+- `ledger_counts`: a campaign's ledger rows by state and skipped rows by reason.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,14 +24,104 @@ from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import NotFoundError, UserError
 from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
-from campaigns.core.models import CampaignState
+from campaigns.core.models import MESSAGE_TABLE as MESSAGE
+from campaigns.core.models import Campaign, CampaignState, MessageState
 
 c = CAMPAIGN.c
+S = CampaignState
+
+#: Every state change a campaign may make, and who makes it:
+#:
+#: - draft → planned: the planner wrote the ledger (`planning.planner`)
+#: - draft, planned, running, waiting → paused: a person (`pause`), the platform (template paused or
+#:   disabled: `scheduler.webhooks.processor`), a run stopped by a campaign/sender error (dispatcher)
+#: - draft, planned, running, waiting, paused → cancelled: a person (`definitions.cancel_campaign`)
+#: - planned, running, waiting, completed → running: a run starts (dispatcher; running again after a
+#:   crashed run; completed again when `campaigns run` is given a finished campaign)
+#: - planned, running, waiting → waiting: a run cut short (tier budget, signal, pass deadline), or the
+#:   send window is closed (`scheduler.runs.due`; waiting → waiting also moves its resume_after)
+#: - draft, planned, running, waiting → completed: a run finished every row, or the deadline passed
+#:   with nothing in flight (`scheduler.runs.due`)
+#: - paused, waiting → planned: a person resumes it (`resume`)
+#: - completed → planned: unknown rows are sent again (`campaigns resolve --resend-unknown`)
+#:
+#: A cancelled campaign never moves again.
+ALLOWED: dict[CampaignState, frozenset[CampaignState]] = {
+    S.DRAFT: frozenset({S.PLANNED, S.PAUSED, S.CANCELLED, S.COMPLETED}),
+    S.PLANNED: frozenset({S.RUNNING, S.WAITING, S.PAUSED, S.CANCELLED, S.COMPLETED}),
+    S.RUNNING: frozenset({S.RUNNING, S.WAITING, S.PAUSED, S.CANCELLED, S.COMPLETED}),
+    S.WAITING: frozenset({S.PLANNED, S.RUNNING, S.WAITING, S.PAUSED, S.CANCELLED, S.COMPLETED}),
+    S.PAUSED: frozenset({S.PLANNED, S.CANCELLED}),
+    S.COMPLETED: frozenset({S.PLANNED, S.RUNNING}),
+    S.CANCELLED: frozenset(),
+}
+
+
+class IllegalTransition(UserError):
+    """The campaign cannot move to that state from the one it is in."""
+
+    def __init__(self, *, name: str, current: str, target: CampaignState, refusal: str | None = None) -> None:
+        self.name, self.current, self.target = name, current, target
+        template = refusal or "campaign {name!r} is {state}: it cannot become {target}"
+        super().__init__(template.format(name=name, state=current, target=target.value))
+
+
+def may_move(current: CampaignState | str, target: CampaignState) -> bool:
+    """Whether `ALLOWED` lets a campaign in `current` move to `target`."""
+    return target in ALLOWED.get(S(current), frozenset())
+
+
+def sources_of(target: CampaignState) -> frozenset[CampaignState]:
+    """The states from which a campaign may move to `target`."""
+    return frozenset(state for state, targets in ALLOWED.items() if target in targets)
+
+
+# --------------------------------------------------------------------------------------- lookup
+
+
+@contextmanager
+def _connected(source: Engine | Connection) -> Iterator[Connection]:
+    if isinstance(source, Connection):
+        yield source
+        return
+    with source.connect() as conn:
+        yield conn
+
+
+def _id_of(ref: str | int) -> int | None:
+    if isinstance(ref, int):
+        return ref
+    text = ref.strip()
+    return int(text) if text.isdigit() else None
+
+
+def _campaign_row(conn: Connection, ref: str | int) -> Any:
+    campaign_id = _id_of(ref)
+    if campaign_id is not None:
+        return conn.execute(sa.select(CAMPAIGN).where(c.id == campaign_id)).mappings().first()
+    text = str(ref)
+    row = conn.execute(sa.select(CAMPAIGN).where(c.name == text)).mappings().first()
+    if row is None and text.strip() != text:
+        row = conn.execute(sa.select(CAMPAIGN).where(c.name == text.strip())).mappings().first()
+    return row
+
+
+def find_campaign(source: Engine | Connection, name_or_id: str | int) -> Campaign:
+    """A campaign (a detached row) by name, or by id when given an int or only digits.
+
+    Raises `NotFoundError` (exit 1) when there is none.
+    """
+    with _connected(source) as conn:
+        row = _campaign_row(conn, name_or_id)
+    if row is None:
+        what = f"with id {name_or_id}" if _id_of(name_or_id) is not None else f"named {name_or_id!r}"
+        raise NotFoundError(f"no campaign {what} (see `wacamp campaigns list`)")
+    return Campaign.model_validate(dict(row))
 
 
 @dataclass(frozen=True)
 class CampaignRef:
-    """What the engine needs to know about a campaign to run or steer it."""
+    """What the engine needs to know about a campaign to run or steer it (a snapshot)."""
 
     id: int
     name: str
@@ -33,81 +130,133 @@ class CampaignRef:
     pause_reason: str | None
     resume_after: datetime | None
 
-
-def _ref(row: Any) -> CampaignRef:
-    return CampaignRef(
-        id=row.id,
-        name=row.name,
-        state=row.state,
-        sender_name=row.sender_name,
-        pause_reason=row.pause_reason,
-        resume_after=row.resume_after,
-    )
-
-
-def find_campaign(conn: Connection, name_or_id: str) -> CampaignRef:
-    """A campaign by name, or by id when given digits that are not a campaign's name."""
-    columns = [c.id, c.name, c.state, c.sender_name, c.pause_reason, c.resume_after]
-    row = conn.execute(sa.select(*columns).where(c.name == name_or_id)).first()
-    if row is None and name_or_id.isdigit():
-        row = conn.execute(sa.select(*columns).where(c.id == int(name_or_id))).first()
-    if row is None:
-        raise NotFoundError(f"no campaign named {name_or_id!r} (see `wacamp campaigns list`)")
-    return _ref(row)
+    @classmethod
+    def of(cls, campaign: Campaign) -> CampaignRef:
+        """The snapshot of a campaign found by `find_campaign`."""
+        assert campaign.id is not None, "a stored campaign has an id"
+        return cls(
+            id=campaign.id,
+            name=campaign.name,
+            state=campaign.state,
+            sender_name=campaign.sender_name,
+            pause_reason=campaign.pause_reason,
+            resume_after=campaign.resume_after,
+        )
 
 
 def reload(conn: Connection, campaign_id: int) -> CampaignRef:
     """The campaign's current state, as another process may have changed it."""
-    return _by_id(conn, campaign_id)
+    return CampaignRef.of(find_campaign(conn, campaign_id))
 
 
-def _by_id(conn: Connection, campaign_id: int) -> CampaignRef:
-    columns = [c.id, c.name, c.state, c.sender_name, c.pause_reason, c.resume_after]
-    return _ref(conn.execute(sa.select(*columns).where(c.id == campaign_id)).one())
+# ---------------------------------------------------------------------------------- state changes
 
 
-def set_state(
+def change_state(
     conn: Connection,
     campaign_id: int,
+    target: CampaignState,
     *,
-    state: CampaignState,
     now: datetime,
     pause_reason: str | None = None,
     resume_after: datetime | None = None,
-    **extra: Any,
+    only_from: Collection[CampaignState] | None = None,
+    refusal: str | None = None,
+    **columns: Any,
+) -> bool:
+    """Move a campaign to `target` (pause_reason and resume_after are set, or cleared, with it).
+
+    `only_from`: change it only when it is in one of these states, and otherwise leave it as it is
+    and return False (for writers that race with a person's pause or cancel). A move `ALLOWED` does
+    not list raises `IllegalTransition` (its text is `refusal` when given, formatted with ``name``,
+    ``state`` and ``target``). `columns` are other columns written with it (``finished_at`` …).
+    """
+    assert "state" not in columns, "the state is `target`"
+    sources = sources_of(target) & frozenset(only_from) if only_from is not None else sources_of(target)
+    values = {"pause_reason": pause_reason, "resume_after": resume_after, "updated_at": now, **columns}
+    statement = (
+        sa.update(CAMPAIGN)
+        .where(c.id == campaign_id, c.state.in_(sorted(sources)))
+        .values(state=target.value, **values)
+    )
+    if conn.execute(statement).rowcount:
+        return True
+    row = conn.execute(sa.select(c.name, c.state).where(c.id == campaign_id)).first()
+    if row is None:
+        raise NotFoundError(f"no campaign with id {campaign_id}")
+    if only_from is not None and row.state not in only_from:
+        return False
+    raise IllegalTransition(name=row.name, current=row.state, target=target, refusal=refusal)
+
+
+def set_state(
+    conn: Connection, campaign_id: int, *, state: CampaignState, now: datetime, **values: Any
 ) -> None:
-    """Move a campaign to `state` (pause_reason and resume_after are set, or cleared, with it)."""
-    values = {
-        "state": state.value,
-        "pause_reason": pause_reason,
-        "resume_after": resume_after,
-        "updated_at": now,
-    }
-    conn.execute(sa.update(CAMPAIGN).where(c.id == campaign_id).values(**values, **extra))
-
-
-_PAUSABLE = {CampaignState.PLANNED, CampaignState.RUNNING, CampaignState.WAITING, CampaignState.DRAFT}
+    """Old name of `change_state`, kept only while the dispatcher is being split (issue #12)."""
+    change_state(conn, campaign_id, state, now=now, **values)
 
 
 def pause(engine: Engine, name_or_id: str, *, reason: str = "paused by a person") -> CampaignRef:
     """Pause a campaign; a run in progress stops claiming within a second and exits 75."""
     with write_transaction(engine) as conn:
-        ref = find_campaign(conn, name_or_id)
-        if ref.state == CampaignState.PAUSED:
-            return ref
-        if ref.state not in _PAUSABLE:
-            raise UserError(
-                f"campaign {ref.name!r} is {ref.state}: only a planned, running or waiting one pauses"
-            )
-        set_state(conn, ref.id, state=CampaignState.PAUSED, now=utcnow(), pause_reason=reason)
-        return _by_id(conn, ref.id)
+        campaign = CampaignRef.of(find_campaign(conn, name_or_id))
+        if campaign.state == S.PAUSED:
+            return campaign
+        change_state(
+            conn,
+            campaign.id,
+            S.PAUSED,
+            now=utcnow(),
+            pause_reason=reason,
+            refusal="campaign {name!r} is {state}: only a planned, running or waiting one pauses",
+        )
+        return reload(conn, campaign.id)
 
 
 def resume(engine: Engine, name_or_id: str) -> CampaignRef:
     """Make a paused or waiting campaign runnable again (`campaigns run` continues where it stopped)."""
+    refusal = "campaign {name!r} is {state}, not paused or waiting: nothing to resume"
     with write_transaction(engine) as conn:
-        ref = find_campaign(conn, name_or_id)
-        if ref.state not in (CampaignState.PAUSED, CampaignState.WAITING):
-            raise UserError(f"campaign {ref.name!r} is {ref.state}, not paused or waiting: nothing to resume")
-        set_state(conn, ref.id, state=CampaignState.PLANNED, now=utcnow())
-        return _by_id(conn, ref.id)
+        campaign = CampaignRef.of(find_campaign(conn, name_or_id))
+        if campaign.state not in (S.PAUSED, S.WAITING):
+            raise IllegalTransition(
+                name=campaign.name, current=campaign.state, target=S.PLANNED, refusal=refusal
+            )
+        change_state(conn, campaign.id, S.PLANNED, now=utcnow(), refusal=refusal)
+        return reload(conn, campaign.id)
+
+
+# ---------------------------------------------------------------------------------- ledger counts
+
+
+@dataclass(frozen=True)
+class LedgerCounts:
+    """How many ledger rows a campaign has in each state, and skipped rows by reason."""
+
+    by_state: dict[str, int]
+    skipped_by_reason: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_state.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "by_state": self.by_state, "skipped_by_reason": self.skipped_by_reason}
+
+
+def ledger_counts(source: Engine | Connection, campaign_id: int) -> LedgerCounts:
+    """Counts of a campaign's ledger rows by state (sorted by name) and by skip reason (most first)."""
+    query = (
+        sa.select(MESSAGE.c.state, MESSAGE.c.skip_reason, sa.func.count())
+        .where(MESSAGE.c.campaign_id == campaign_id)
+        .group_by(MESSAGE.c.state, MESSAGE.c.skip_reason)
+    )
+    by_state: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    with _connected(source) as conn:
+        for state, reason, count in conn.execute(query):
+            by_state[state] = by_state.get(state, 0) + int(count)
+            if state == MessageState.SKIPPED:
+                reasons[reason or "unknown"] = reasons.get(reason or "unknown", 0) + int(count)
+    ordered = dict(sorted(reasons.items(), key=lambda item: (-item[1], item[0])))
+    return LedgerCounts(by_state=dict(sorted(by_state.items())), skipped_by_reason=ordered)

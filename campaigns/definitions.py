@@ -1,8 +1,8 @@
-"""Campaign definitions: create (validated, every problem at once), look up by name or id, cancel, inspect.
+"""Campaign definitions: create (validated, every problem at once), list, cancel, inspect.
 
 A definition binds a template (name + language, must be APPROVED) to a contact list and says how to
-fill each placeholder (`campaigns.content.personalisation`). Commands accept a campaign's name or its id;
-names cannot be only digits, so the two never collide.
+fill each placeholder (`campaigns.content.personalisation`). Commands accept a campaign's name or its id
+(`campaigns.control.find_campaign`); names cannot be only digits, so the two never collide.
 """
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
 from campaigns.content.personalisation import BindingError, Bindings, binding_problems, canonical_key
+from campaigns.control import change_state, find_campaign
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
-from campaigns.core.exceptions import ConfigError, NotFoundError, UserError, ValidationFailed
+from campaigns.core.exceptions import ConfigError, ValidationFailed
 from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
 from campaigns.core.models import CONTACT_LIST_TABLE as LIST
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
@@ -160,18 +160,6 @@ def create_campaign(
     return find_campaign(engine, definition.name)
 
 
-def find_campaign(engine: Engine, ref: str | int) -> Campaign:
-    """A campaign by name, or by id when `ref` is only digits."""
-    text = str(ref).strip()
-    condition = CAMPAIGN.c.id == int(text) if text.isdigit() else CAMPAIGN.c.name == text
-    with Session(engine) as session:
-        campaign = session.exec(select(Campaign).where(condition)).first()
-        if campaign is None:
-            raise NotFoundError(f"no campaign {text!r} (see `wacamp campaigns list`)")
-        session.expunge(campaign)
-        return campaign
-
-
 def list_campaigns(engine: Engine) -> list[Campaign]:
     with Session(engine) as session:
         campaigns = list(session.exec(select(Campaign).order_by(CAMPAIGN.c.id)))
@@ -183,44 +171,6 @@ def list_campaigns(engine: Engine) -> list[Campaign]:
 def list_name(engine: Engine, list_id: int) -> str:
     with engine.connect() as conn:
         return str(conn.execute(sa.select(LIST.c.name).where(LIST.c.id == list_id)).scalar() or f"#{list_id}")
-
-
-@dataclass(frozen=True)
-class LedgerCounts:
-    """How many ledger rows a campaign has in each state, and skipped rows by reason."""
-
-    by_state: dict[str, int]
-    skipped_by_reason: dict[str, int]
-
-    @property
-    def total(self) -> int:
-        return sum(self.by_state.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "by_state": self.by_state, "skipped_by_reason": self.skipped_by_reason}
-
-
-def ledger_counts(engine: Engine | Connection, campaign_id: int) -> LedgerCounts:
-    """Counts of a campaign's ledger rows by state and by skip reason."""
-    query = (
-        sa.select(MESSAGE.c.state, MESSAGE.c.skip_reason, sa.func.count())
-        .where(MESSAGE.c.campaign_id == campaign_id)
-        .group_by(MESSAGE.c.state, MESSAGE.c.skip_reason)
-    )
-    by_state: dict[str, int] = {}
-    reasons: dict[str, int] = {}
-    conn_or_engine = engine.connect() if isinstance(engine, Engine) else None
-    conn = conn_or_engine if conn_or_engine is not None else engine
-    try:
-        for state, reason, count in conn.execute(query):  # type: ignore[union-attr]
-            by_state[state] = by_state.get(state, 0) + int(count)
-            if state == MessageState.SKIPPED:
-                reasons[reason or "unknown"] = reasons.get(reason or "unknown", 0) + int(count)
-    finally:
-        if conn_or_engine is not None:
-            conn_or_engine.close()
-    ordered = dict(sorted(reasons.items(), key=lambda item: (-item[1], item[0])))
-    return LedgerCounts(by_state=dict(sorted(by_state.items())), skipped_by_reason=ordered)
 
 
 def preview_bodies(engine: Engine, campaign_id: int, *, limit: int) -> list[str]:
@@ -236,15 +186,20 @@ def preview_bodies(engine: Engine, campaign_id: int, *, limit: int) -> list[str]
 
 
 def cancel_campaign(engine: Engine, campaign: Campaign, *, now: datetime | None = None) -> int:
-    """Cancel a campaign: its planned rows become skipped (`cancelled`); returns how many."""
-    if campaign.state in (CampaignState.CANCELLED, CampaignState.COMPLETED):
-        raise UserError(f"campaign {campaign.name!r} is already {campaign.state}")
+    """Cancel a campaign: its planned rows become skipped (`cancelled`); returns how many.
+
+    Refused (`IllegalTransition`) for a campaign already cancelled or completed.
+    """
+    assert campaign.id is not None, "a stored campaign has an id"
     at = now or utcnow()
     with write_transaction(engine) as conn:
-        conn.execute(
-            sa.update(CAMPAIGN)
-            .where(CAMPAIGN.c.id == campaign.id)
-            .values(state=CampaignState.CANCELLED.value, finished_at=at, updated_at=at)
+        change_state(
+            conn,
+            campaign.id,
+            CampaignState.CANCELLED,
+            now=at,
+            refusal="campaign {name!r} is already {state}",
+            finished_at=at,
         )
         skipped = conn.execute(
             sa.update(MESSAGE)

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from campaigns import outcomes
+from campaigns.control import find_campaign
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import UserError
@@ -29,7 +30,7 @@ from campaigns.core.models import LIST_MEMBER_TABLE as MEMBER
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 from campaigns.core.models import Campaign, MessageState
 from campaigns.core.settings import Settings
-from campaigns.definitions import CampaignDefinition, create_campaign, find_campaign
+from campaigns.definitions import CampaignDefinition, create_campaign
 from campaigns.planning.planner import PlanOutcome, plan_campaign
 
 #: The codes `campaigns retry` follows up by default: the outcome policy's retryable ones.

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from phonenumbers import timezone as phone_timezone
 from sqlalchemy.engine import Engine
 
+from campaigns.control import find_campaign
 from campaigns.core.db import write_transaction
 from campaigns.core.exceptions import UserError
 from campaigns.core.models import Campaign, Message, MessageState
@@ -424,9 +425,7 @@ def store_schedule(engine: Engine, campaign_id: int, schedule: ResolvedSchedule,
     """Write a schedule onto a campaign that has not finished (refused for running/completed/cancelled)."""
     campaign_t = Campaign.__table__  # type: ignore[attr-defined]
     with write_transaction(engine) as conn:
-        row = conn.execute(
-            sa.select(campaign_t.c.name, campaign_t.c.state).where(campaign_t.c.id == campaign_id)
-        ).one()
+        row = find_campaign(conn, campaign_id)
         if row.state not in SCHEDULABLE_STATES:
             raise ScheduleError(
                 f"campaign {row.name!r} is {row.state}: only a draft, planned, waiting or paused campaign "

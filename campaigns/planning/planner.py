@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from campaigns.content.payloads import BodyFormatter, ParameterTooLong, PayloadError
 from campaigns.content.personalisation import MissingColumn, Personaliser, binding_problems
+from campaigns.control import change_state, find_campaign
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import UserError, ValidationFailed
@@ -39,11 +40,7 @@ from campaigns.core.models import LIST_MEMBER_TABLE as MEMBER
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 from campaigns.core.models import Campaign, CampaignState, MessageState
 from campaigns.core.settings import Settings
-from campaigns.definitions import (
-    bindings_of,
-    find_campaign,
-    template_problems,
-)
+from campaigns.definitions import bindings_of, template_problems
 from campaigns.templates.catalog import find_templates, record_of
 
 DEFAULT_CHUNK = 5000
@@ -334,19 +331,13 @@ def plan_campaign(
 
 
 def _mark_planned(engine: Engine, campaign: Campaign, at: datetime) -> None:
+    """Stamp planned_at; a draft becomes planned (any other state stays as it is)."""
+    assert campaign.id is not None, "a stored campaign has an id"
     with write_transaction(engine) as conn:
         conn.execute(
-            sa.update(CAMPAIGN)
-            .where(CAMPAIGN.c.id == campaign.id)
-            .values(
-                state=sa.case(
-                    (CAMPAIGN.c.state == CampaignState.DRAFT.value, CampaignState.PLANNED.value),
-                    else_=CAMPAIGN.c.state,
-                ),
-                planned_at=at,
-                updated_at=at,
-            )
+            sa.update(CAMPAIGN).where(CAMPAIGN.c.id == campaign.id).values(planned_at=at, updated_at=at)
         )
+        change_state(conn, campaign.id, CampaignState.PLANNED, now=at, only_from={CampaignState.DRAFT})
 
 
 def is_planned(campaign: Campaign) -> bool:

@@ -19,11 +19,11 @@ import phonenumbers
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from campaigns.control import ledger_counts
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 from campaigns.core.models import Campaign, MessageState
 from campaigns.core.settings import Settings
-from campaigns.definitions import ledger_counts
 from campaigns.planning.pricing import RateCard, load_rate_card
 
 AUTO_TIER_ESTIMATE = "TIER_250"

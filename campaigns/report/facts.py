@@ -18,9 +18,9 @@ import phonenumbers
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from campaigns.control import find_campaign
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import ConfigError
-from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
 from campaigns.core.models import INBOUND_MESSAGE_TABLE as INBOUND
 from campaigns.core.models import LIST_MEMBER_TABLE as MEMBER
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
@@ -31,7 +31,7 @@ from campaigns.core.models import (
     MessageState,
 )
 from campaigns.core.settings import LimitsSettings, Settings
-from campaigns.definitions import find_campaign, list_name
+from campaigns.definitions import list_name
 from campaigns.planning.pricing import RateCard, load_rate_card
 from campaigns.report.error_catalog import error_info
 
@@ -95,7 +95,7 @@ def _iso(value: datetime | None) -> str | None:
 def _campaign(engine: Engine, conn: Connection, campaign: Campaign) -> dict[str, Any]:
     parent = None
     if campaign.parent_id is not None:
-        parent = conn.execute(sa.select(CAMPAIGN.c.name).where(CAMPAIGN.c.id == campaign.parent_id)).scalar()
+        parent = find_campaign(conn, campaign.parent_id).name
     return {
         "id": campaign.id,
         "name": campaign.name,

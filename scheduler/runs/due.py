@@ -26,13 +26,15 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from campaigns import control
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import UTCDateTime, utcnow
+from campaigns.core.exit_codes import ExitCode
 from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 from campaigns.core.models import Campaign, CampaignState, MessageState
@@ -178,9 +180,9 @@ class DueSummary:
             return "error"
         return "pending" if self.remaining or self.stopped_by else "done"
 
-    def exit_code(self) -> int:
-        """1 when a campaign failed, 75 (EX_TEMPFAIL) when work remains for a later run, else 0."""
-        return {"error": 1, "pending": 75, "done": 0}[self.outcome]
+    def exit_code(self) -> ExitCode:
+        """FAILED (1) when a campaign failed, LATER (75) when work remains for a later run, else OK (0)."""
+        return {"error": ExitCode.FAILED, "pending": ExitCode.LATER, "done": ExitCode.OK}[self.outcome]
 
 
 def by_sender(campaign: DueCampaign) -> str:
@@ -241,16 +243,29 @@ def count_unfinished(conn: Connection, *, now: datetime) -> int:
     return int(conn.scalar(query) or 0)
 
 
+#: The states a due campaign is in; run-due leaves alone one that a person paused or cancelled meanwhile.
+DUE_STATES = frozenset(
+    {CampaignState.DRAFT, CampaignState.PLANNED, CampaignState.WAITING, CampaignState.RUNNING}
+)
+_WAITING = frozenset({CampaignState.WAITING})
+
+
 def load_campaign(engine: Engine, campaign_id: int) -> Campaign:
     """The campaign row as a (detached) model."""
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(CAMPAIGN).where(c.id == campaign_id)).mappings().one()
-    return Campaign.model_validate(dict(row))
+    return control.find_campaign(engine, campaign_id)
 
 
-def _set_state(engine: Engine, campaign_id: int, *, now: datetime, **values: object) -> None:
+def _change_state(
+    engine: Engine,
+    campaign_id: int,
+    target: CampaignState,
+    *,
+    now: datetime,
+    only_from: frozenset[CampaignState] = DUE_STATES,
+    **values: Any,
+) -> None:
     with write_transaction(engine) as conn:
-        conn.execute(sa.update(CAMPAIGN).where(c.id == campaign_id).values(updated_at=now, **values))
+        control.change_state(conn, campaign_id, target, now=now, only_from=only_from, **values)
 
 
 def _finish_expired(engine: Engine, campaign: Campaign, *, now: datetime) -> None:
@@ -262,9 +277,7 @@ def _finish_expired(engine: Engine, campaign: Campaign, *, now: datetime) -> Non
             sa.select(sa.func.count()).where(m.campaign_id == campaign.id, m.state == MessageState.SENDING)
         )
     if not in_flight:
-        _set_state(
-            engine, campaign.id, now=now, state=CampaignState.COMPLETED, finished_at=now, resume_after=None
-        )
+        _change_state(engine, campaign.id, CampaignState.COMPLETED, now=now, finished_at=now)
     log.info("campaign deadline passed", extra={"campaign": campaign.name, "expired": expired})
 
 
@@ -301,7 +314,7 @@ def prepare_pass(
         planner(campaign_id)
         campaign = load_campaign(engine, campaign_id)
     if not gate.open_now:
-        _set_state(engine, campaign_id, now=now, state=CampaignState.WAITING, resume_after=gate.until)
+        _change_state(engine, campaign_id, CampaignState.WAITING, now=now, resume_after=gate.until)
         log.info("send window closed", extra={"campaign": campaign.name, "opens_at": gate.until})
         return PassPlan(run=False, outcome="window closed")
     recheck_at = apply_recipient_windows(engine, campaign, now=now)
@@ -317,7 +330,9 @@ def after_pass(engine: Engine, campaign_id: int, *, now: datetime) -> None:
     tz = zone(campaign.timezone or "UTC")
     opening = window.next_open(now, tz)
     if opening > now and (campaign.resume_after is None or campaign.resume_after < opening):
-        _set_state(engine, campaign_id, now=now, resume_after=opening)
+        _change_state(
+            engine, campaign_id, CampaignState.WAITING, now=now, resume_after=opening, only_from=_WAITING
+        )
 
 
 def _earliest(*instants: datetime | None) -> datetime | None:

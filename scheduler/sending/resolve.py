@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.engine import Engine
 
-from campaigns.control import find_campaign, set_state
+from campaigns.control import CampaignRef, change_state, find_campaign
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.models import CampaignState
@@ -33,11 +33,10 @@ def resolve_unknown(engine: Engine, name_or_id: str, *, older_than_s: float, res
     now = utcnow()
     cutoff = datetime.fromtimestamp(now.timestamp() - older_than_s, tz=now.tzinfo)
     with write_transaction(engine) as conn:
-        ref = find_campaign(conn, name_or_id)
+        ref = CampaignRef.of(find_campaign(conn, name_or_id))
         eligible, unknown = ledger.count_unknown(conn, campaign_id=ref.id, older_than=cutoff)
         resent = 0
         if resend and eligible:
             resent = ledger.resend_unknown(conn, campaign_id=ref.id, older_than=cutoff, now=now)
-            if ref.state == CampaignState.COMPLETED:
-                set_state(conn, ref.id, state=CampaignState.PLANNED, now=now)
+            change_state(conn, ref.id, CampaignState.PLANNED, now=now, only_from={CampaignState.COMPLETED})
         return ResolveResult(campaign=ref.name, unknown=unknown, eligible=eligible, resent=resent)

@@ -12,20 +12,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from campaigns.control import find_campaign, ledger_counts
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import NotFoundError, ValidationFailed
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 from campaigns.core.models import Message, MessageState
 from campaigns.core.settings import Settings, load_settings
-from campaigns.definitions import (
-    CampaignDefinition,
-    cancel_campaign,
-    create_campaign,
-    find_campaign,
-    ledger_counts,
-    preview_bodies,
-)
+from campaigns.definitions import CampaignDefinition, cancel_campaign, create_campaign, preview_bodies
 from campaigns.planning.planner import allocate_message_ids, plan_campaign
 from campaigns.planning.summary import plan_summary
 from tests.campaign_seed import PROMO, Person, people, seed_list, seed_templates

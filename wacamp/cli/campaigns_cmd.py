@@ -12,14 +12,13 @@ import click
 from rich.progress import Progress
 from rich.table import Table
 
+from campaigns.control import find_campaign, ledger_counts
 from campaigns.core.exceptions import UserError
 from campaigns.core.models import Campaign
 from campaigns.definitions import (
     CampaignDefinition,
     cancel_campaign,
     create_campaign,
-    find_campaign,
-    ledger_counts,
     list_campaigns,
     list_name,
     preview_bodies,

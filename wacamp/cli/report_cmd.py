@@ -14,8 +14,8 @@ from typing import TextIO
 import click
 from rich.console import Console
 
+from campaigns.control import find_campaign
 from campaigns.core.exceptions import InputFileError
-from campaigns.definitions import find_campaign
 from campaigns.report.facts import campaign_facts
 from campaigns.report.html_page import render_html
 from campaigns.report.recipients_csv import write_recipients_csv

@@ -24,7 +24,6 @@ from campaigns.schedule import (
     resolve_schedule,
     store_schedule,
 )
-from scheduler.runs.due import load_campaign
 from wacamp.cli.common import AppContext, err_console, json_option, out_console, pass_app, print_json
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -90,17 +89,16 @@ def store_new_schedule(engine: Engine, campaign_id: int, schedule: ResolvedSched
 
 def apply_schedule(engine: Engine, campaign_ref: str, request: ScheduleRequest) -> dict[str, Any]:
     """Check and store a schedule on a campaign; what it now says, as JSON-ready data."""
-    with engine.connect() as conn:
-        ref = find_campaign(conn, campaign_ref)
-    campaign = load_campaign(engine, ref.id)
+    campaign = find_campaign(engine, campaign_ref)
+    campaign_id = int(campaign.id or 0)
     resolved = resolve_schedule(request, campaign_tz=campaign.timezone or "UTC")
-    store_schedule(engine, ref.id, resolved, now=utcnow())
-    return describe(engine, ref.id)
+    store_schedule(engine, campaign_id, resolved, now=utcnow())
+    return describe(engine, campaign_id)
 
 
 def describe(engine: Engine, campaign_id: int) -> dict[str, Any]:
     """A campaign's schedule: UTC instants and the same in its own zone."""
-    campaign = load_campaign(engine, campaign_id)
+    campaign = find_campaign(engine, campaign_id)
     tz = ZoneInfo(campaign.timezone or "UTC")
     window = SendWindow.of(campaign.window_start, campaign.window_end)
 
