@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from campaigns import outcomes
+from campaigns import control, outcomes
 from campaigns.contacts import effects
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import UTCDateTime, utcnow
@@ -460,11 +460,16 @@ class _Applier:
         return sa.or_(*clauses) if clauses else None
 
     def _pause(self, where: sa.ColumnElement[bool], *, reason: str) -> None:
-        self.conn.execute(
-            sa.update(CAMPAIGN)
-            .where(where, CAMPAIGN.c.state.in_(_PAUSABLE))
-            .values(state=CampaignState.PAUSED, pause_reason=reason[:500], updated_at=self.now)
-        )
+        matching = self.conn.execute(sa.select(CAMPAIGN.c.id).where(where, CAMPAIGN.c.state.in_(_PAUSABLE)))
+        for campaign_id in matching.scalars().all():
+            control.change_state(
+                self.conn,
+                campaign_id,
+                CampaignState.PAUSED,
+                now=self.now,
+                pause_reason=reason[:500],
+                only_from=_PAUSABLE,
+            )
 
     def _pause_all(self, reason: str) -> None:
         self._pause(sa.true(), reason=reason)
