@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from campaigns import control
 from campaigns.core.dbtypes import UTCDateTime
 from campaigns.core.models import CONTACT_TABLE as CONTACT
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
@@ -426,9 +427,8 @@ def queue_state(conn: Connection, *, campaign_id: int, now: datetime) -> QueueSt
 
 
 def counts_by_state(conn: Connection, *, campaign_id: int) -> dict[str, int]:
-    """How many rows of a campaign are in each state."""
-    query = sa.select(m.state, sa.func.count()).where(m.campaign_id == campaign_id).group_by(m.state)
-    return {state: int(count) for state, count in conn.execute(query)}
+    """How many rows of a campaign are in each state (counted by `campaigns.control.ledger_counts`)."""
+    return control.ledger_counts(conn, campaign_id).by_state
 
 
 def resend_unknown(conn: Connection, *, campaign_id: int, older_than: datetime, now: datetime) -> int:
