@@ -24,8 +24,9 @@ from campaigns.core.settings import SenderSettings, Settings
 from scheduler.providers.base import Provider
 from scheduler.runs.due import PassOutcome
 from scheduler.sending.budget import TierChoice
-from scheduler.sending.dispatch import Dispatcher, Progress, RunReport, StopReason
+from scheduler.sending.dispatch import Dispatcher
 from scheduler.sending.pace import SenderPace, make_pace
+from scheduler.sending.run_report import Progress, RunReport, StopReason
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from campaigns.core.exceptions import (
 from campaigns.core.models import CampaignRun, CampaignState, Contact, ThrottleEvent
 from campaigns.core.settings import Settings, load_settings
 from scheduler.providers.base import PhoneLimits, SendResult
-from scheduler.sending.dispatch import Dispatcher, StopReason
+from scheduler.sending.dispatch import Dispatcher
+from scheduler.sending.run_report import StopReason
 from tests.dispatch_support import ScriptedProvider, phone_of, rows, seed_campaign, states
 
 

@@ -14,7 +14,8 @@ from campaigns.core.settings import Settings, load_settings
 from sandbox.config import FaultSettings, SandboxConfig
 from sandbox.server import running_sandbox
 from scheduler.providers.factory import make_provider
-from scheduler.sending.dispatch import Dispatcher, RunReport, StopReason
+from scheduler.sending.dispatch import Dispatcher
+from scheduler.sending.run_report import RunReport, StopReason
 from tests.dispatch_support import rows, seed_campaign, states
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from campaigns.report.facts import campaign_facts
 from sandbox.config import SandboxConfig
 from sandbox.server import running_sandbox
-from scheduler.sending.dispatch import StopReason
+from scheduler.sending.run_report import StopReason
 from scheduler.webhooks.server import WebhookServer
 from tests.dispatch_support import seed_campaign
 from tests.integration.test_dispatch_sandbox import sandbox_settings, send_campaign

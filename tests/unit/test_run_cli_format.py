@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import pytest
 
-from scheduler.sending.dispatch import Progress
+from scheduler.sending.run_report import Progress
 from wacamp.cli.run_cmd import format_duration_s, parse_duration_s, progress_line
 
 

@@ -28,7 +28,7 @@ from campaigns.core.settings import Settings, load_settings
 from sandbox.config import SandboxConfig
 from sandbox.samples import sample_contacts_text, sample_templates_text
 from sandbox.server import RunningSandbox, running_sandbox
-from scheduler.sending.dispatch import RunReport
+from scheduler.sending.run_report import RunReport
 from scheduler.webhooks.server import WebhookServer
 from wacamp.cli.common import AppContext, err_console, out_console, pass_app
 from wacamp.cli.run_cmd import ProgressDisplay, print_report, run_campaign

@@ -32,8 +32,8 @@ from scheduler.runs.due import DueSummary, lanes_for, run_due
 from scheduler.runs.metrics import WorkerMetrics
 from scheduler.runs.scaleout import scale_out_parts
 from scheduler.runs.worker import Worker, build_app, serving
-from scheduler.sending.dispatch import Progress
 from scheduler.sending.locks import exclusive_lock, worker_lock
+from scheduler.sending.run_report import Progress
 from wacamp.cli.common import AppContext, err_console, json_option, pass_app, print_json
 
 log = logging.getLogger("wacamp.run_due")

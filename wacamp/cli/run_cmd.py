@@ -23,7 +23,9 @@ from campaigns.core.models import CampaignState
 from campaigns.core.settings import Settings
 from scheduler.providers.base import Provider
 from scheduler.sending import resolve
-from scheduler.sending.dispatch import Dispatcher, Progress, RunPreview, RunReport, preview_run
+from scheduler.sending.dispatch import Dispatcher
+from scheduler.sending.preview import RunPreview, preview_run
+from scheduler.sending.run_report import Progress, RunReport
 from wacamp.cli.common import AppContext, err_console, json_option, out_console, pass_app, print_json
 from wacamp.cli.ops_cmd import run_with_signals
 

@@ -1,0 +1,87 @@
+"""The dispatcher's small parts: the halt (first reason wins), the claim-ahead buffer, the in-flight slots."""
+
+from __future__ import annotations
+
+import asyncio
+
+from scheduler.sending.claims import ClaimAhead
+from scheduler.sending.halt import Halt
+from scheduler.sending.in_flight import InFlight
+from scheduler.sending.ledger import ClaimedRow
+from scheduler.sending.run_report import RunEnd, StopReason
+
+
+def claimed(first_id: int, count: int) -> list[ClaimedRow]:
+    return [
+        ClaimedRow(id=i, contact_id=i, phone=f"+1555{i:07d}", body="{}", attempts=1)
+        for i in range(first_id, first_id + count)
+    ]
+
+
+async def test_the_first_reason_to_halt_wins_and_wakes_the_listener() -> None:
+    woken: list[bool] = []
+    halt = Halt(on_halt=lambda: woken.append(True))
+    halt(StopReason.PAUSED, "paused (by a person)")
+    halt(StopReason.ERROR, "later")
+    assert halt.is_set
+    assert halt.end == RunEnd(StopReason.PAUSED, "paused (by a person)")
+    assert woken == [True, True]
+
+
+async def test_a_halt_without_a_message_says_its_reason() -> None:
+    halt = Halt()
+    halt(StopReason.CANCELLED)
+    assert halt.end == RunEnd(StopReason.CANCELLED, "campaign cancelled")
+
+
+async def test_a_wait_raced_against_a_halt_is_cancelled_when_the_run_halts() -> None:
+    halt = Halt()
+    waiting = asyncio.ensure_future(halt.unless_halted(asyncio.sleep(60)))
+    await asyncio.sleep(0)
+    halt(StopReason.SIGNAL)
+    assert await asyncio.wait_for(waiting, timeout=5) is False
+    assert await halt.unless_halted(asyncio.sleep(0)) is False
+
+
+async def test_a_wait_that_ends_before_a_halt_reports_it_finished() -> None:
+    assert await Halt().unless_halted(asyncio.sleep(0)) is True
+
+
+async def test_claims_ahead_top_up_to_one_batch_and_give_back_what_was_not_sent() -> None:
+    asked: list[int] = []
+
+    async def claim(limit: int) -> list[ClaimedRow]:
+        asked.append(limit)
+        return claimed(len(asked) * 100, limit)
+
+    claims = ClaimAhead(claim)
+    taken = [await claims.next_row(batch=4, halted=False) for _ in range(3)]
+    assert [row.id for row in taken if row is not None] == [100, 101, 102]
+    assert asked == [4]  # three of four taken: the one left is below half a batch
+    last = await claims.next_row(batch=4, halted=False)  # starts a claim of 3 in the background
+    assert last is not None and last.id == 103
+    unsent = await claims.unsent()  # waits for that claim: it commits anyway
+    assert asked == [4, 3]
+    assert [row.id for row in unsent] == [200, 201, 202]
+    assert await claims.unsent() == []
+
+
+async def test_no_claim_starts_once_the_run_halted() -> None:
+    async def claim(limit: int) -> list[ClaimedRow]:
+        raise AssertionError("claimed after the halt")
+
+    assert await ClaimAhead(claim).next_row(batch=4, halted=True) is None
+
+
+async def test_a_slot_wait_ends_when_a_send_ends_or_the_run_halts() -> None:
+    sends = InFlight(limit=1)
+    halted = False
+    assert await sends.take_slot(lambda: halted) is True
+    waiting = asyncio.ensure_future(sends.take_slot(lambda: halted))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    halted = True
+    sends.wake()
+    assert await asyncio.wait_for(waiting, timeout=5) is False
+    sends.give_slot()
+    assert await sends.take_slot(lambda: False) is True
