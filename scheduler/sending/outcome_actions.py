@@ -1,8 +1,9 @@
 """What a run does with each row once its fate is known: record it, requeue it, release it, fail it.
 
-A platform error is handled by its class (`_ERROR_HANDLERS`, most specific first); an error no
-handler matches fails the row. Every outcome goes to the run's one writer task, never straight to
-the database, and is counted in the run's `RunStats`.
+What a platform error calls for is not decided here: `campaigns.outcomes` (the one outcome policy)
+turns it into one action, and `apply` does that action to the row, one case per kind. Every outcome
+goes to the run's one writer task, never straight to the database, and is counted in the run's
+`RunStats`.
 """
 
 from __future__ import annotations
@@ -11,31 +12,16 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, assert_never
 
-from campaigns.core.exceptions import (
-    CampaignFatalError,
-    MaintenanceError,
-    MarketingLimitError,
-    OptedOutError,
-    OutcomeUnknownError,
-    PairRateLimitedError,
-    PlatformError,
-    RecipientError,
-    SenderFatalError,
-    ThrottledError,
-    TransientError,
-)
+from campaigns import outcomes
+from campaigns.core.exceptions import PlatformError
 from campaigns.core.settings import LimitsSettings, SenderSettings
-from scheduler.sending import backoff
 from scheduler.sending.ledger import ClaimedRow, Outcome, OutcomeKind
 from scheduler.sending.pace import Permit, SenderPace
 from scheduler.sending.pairs import PairSpacer
 from scheduler.sending.run_report import RunStats, StopReason
 from scheduler.sending.writer import ContactAction, ResultWriter, ThrottleNote, TierRefund
-
-#: Throttled rows without a Retry-After go back to the queue for this long (the sender slows down anyway).
-THROTTLE_REQUEUE_S = 1.0
 
 
 class OutcomeActions:
@@ -116,83 +102,66 @@ class OutcomeActions:
 
     # ------------------------------------------------------ error handling
     def on_error(self, row: ClaimedRow, exc: PlatformError) -> None:
-        """Handle a platform error by its class (`_ERROR_HANDLERS`); an unlisted one fails the row."""
-        for cls, handler in _ERROR_HANDLERS:
-            if isinstance(exc, cls):
-                handler(self, row, exc)
-                return
-        self.fail(row, exc)
+        """Ask the outcome policy what `exc` calls for, then do it."""
+        action = outcomes.for_send_error(
+            exc,
+            limits=self.limits,
+            attempt=row.attempts,
+            count_pair_strike=lambda: self.pairs.strike(row.phone),
+        )
+        self.apply(row, exc, action)
 
-    def _on_throttled(self, row: ClaimedRow, exc: PlatformError) -> None:
-        retry_after_s = getattr(exc, "retry_after_s", None)
+    def apply(self, row: ClaimedRow, exc: PlatformError, action: outcomes.Action) -> None:
+        """Do what the policy decided, to this row (and the sender, contact or run it concerns)."""
+        match action:
+            case outcomes.SlowSender():
+                self._slow_sender(row, exc, action)
+            case outcomes.Requeue():
+                self._requeue(row, exc, action)
+            case outcomes.PauseSender():
+                self.pace.pause(action.pause_s)
+                self.requeue(row, after_s=action.pause_s, refund=True, exc=exc)
+            case outcomes.DeferRecipient():
+                self.fail(row, exc)
+                self.writer.put(ContactAction(row.contact_id, defer_until=action.until(self.now())))
+            case outcomes.SuppressContact():
+                self.fail(row, exc)
+                reason = f"({exc.code}) {exc.title}"[:200]
+                self.writer.put(ContactAction(row.contact_id, suppress_reason=reason))
+            case outcomes.FailRow():
+                self.fail(row, exc)
+            case outcomes.StopCampaign():
+                self.release(row)
+                self.halt(StopReason.CAMPAIGN_FATAL, f"({exc.code}) {exc.title}".strip())
+            case outcomes.StopSender():
+                self.release(row)
+                message = f"sender {self.sender.name!r}: ({exc.code}) {exc.title}".strip()
+                self.halt(StopReason.SENDER_FATAL, message)
+            case outcomes.RecordUnknown():
+                title = exc.title or str(exc)
+                self.record(row, OutcomeKind.UNKNOWN, error_code=exc.code, error_title=title)
+            case _:
+                assert_never(action)
+
+    def _slow_sender(self, row: ClaimedRow, exc: PlatformError, action: outcomes.SlowSender) -> None:
+        """Throttled: the sender slows down once per platform window, the row goes back (attempt refunded)."""
         self.stats.throttled += 1
         permit = self.permits.get(row.id)
         started_at_s = -math.inf if permit is None else permit.start_s
-        self.pace.throttled(started_at_s=started_at_s, retry_after_s=retry_after_s)
+        self.pace.throttled(started_at_s=started_at_s, retry_after_s=action.retry_after_s)
         self.writer.put(
             ThrottleNote(
                 sender_name=self.sender.name,
                 campaign_id=self.campaign_id,
                 code=exc.code,
-                retry_after_s=retry_after_s,
+                retry_after_s=action.retry_after_s,
                 at=self.now(),
             )
         )
-        self.requeue(row, after_s=retry_after_s or THROTTLE_REQUEUE_S, refund=True, exc=exc)
+        self.requeue(row, after_s=action.requeue_after_s, refund=True, exc=exc)
 
-    def _on_pair_rate(self, row: ClaimedRow, exc: PlatformError) -> None:
-        wait_s = backoff.pair_rate_delay_s(attempt=self.pairs.strike(row.phone), limits=self.limits)
-        if wait_s is None:
-            self.fail(row, exc)
-            return
-        self.pairs.hold(row.phone, time.monotonic() + wait_s)
-        self.requeue(row, after_s=wait_s, refund=True, exc=exc)
-
-    def _on_maintenance(self, row: ClaimedRow, exc: PlatformError) -> None:
-        wait_s = backoff.maintenance_delay_s(attempt=max(1, row.attempts), limits=self.limits)
-        self.pace.pause(wait_s)
-        self.requeue(row, after_s=wait_s, refund=True, exc=exc)
-
-    def _on_transient(self, row: ClaimedRow, exc: PlatformError) -> None:
-        wait_s = backoff.transient_delay_s(attempt=row.attempts, limits=self.limits)
-        if wait_s is None:
-            self.fail(row, exc)
-            return
-        self.requeue(row, after_s=wait_s, refund=False, exc=exc)
-
-    def _on_opted_out(self, row: ClaimedRow, exc: PlatformError) -> None:
-        self.fail(row, exc)
-        self.writer.put(ContactAction(row.contact_id, suppress_reason=f"({exc.code}) {exc.title}"[:200]))
-
-    def _on_marketing_limit(self, row: ClaimedRow, exc: PlatformError) -> None:
-        self.fail(row, exc)
-        until = self.now() + timedelta(hours=self.limits.marketing_defer_h)
-        self.writer.put(ContactAction(row.contact_id, defer_until=until))
-
-    def _on_campaign_fatal(self, row: ClaimedRow, exc: PlatformError) -> None:
-        self.release(row)
-        self.halt(StopReason.CAMPAIGN_FATAL, f"({exc.code}) {exc.title}".strip())
-
-    def _on_sender_fatal(self, row: ClaimedRow, exc: PlatformError) -> None:
-        self.release(row)
-        self.halt(StopReason.SENDER_FATAL, f"sender {self.sender.name!r}: ({exc.code}) {exc.title}".strip())
-
-    def _on_unknown(self, row: ClaimedRow, exc: PlatformError) -> None:
-        self.record(row, OutcomeKind.UNKNOWN, error_code=exc.code, error_title=exc.title or str(exc))
-
-
-Handler = Callable[[OutcomeActions, ClaimedRow, PlatformError], None]
-
-#: Most specific first: the first class that matches handles the error.
-_ERROR_HANDLERS: tuple[tuple[type[PlatformError], Handler], ...] = (
-    (ThrottledError, OutcomeActions._on_throttled),
-    (PairRateLimitedError, OutcomeActions._on_pair_rate),
-    (MaintenanceError, OutcomeActions._on_maintenance),
-    (TransientError, OutcomeActions._on_transient),
-    (OptedOutError, OutcomeActions._on_opted_out),
-    (MarketingLimitError, OutcomeActions._on_marketing_limit),
-    (RecipientError, OutcomeActions.fail),
-    (CampaignFatalError, OutcomeActions._on_campaign_fatal),
-    (SenderFatalError, OutcomeActions._on_sender_fatal),
-    (OutcomeUnknownError, OutcomeActions._on_unknown),
-)
+    def _requeue(self, row: ClaimedRow, exc: PlatformError, action: outcomes.Requeue) -> None:
+        """Back to the queue; a 131056 also holds the recipient in this engine's pair spacing."""
+        if action.hold_recipient:
+            self.pairs.hold(row.phone, time.monotonic() + action.after_s)
+        self.requeue(row, after_s=action.after_s, refund=action.refund_attempt, exc=exc)
