@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from campaigns.core.exit_codes import ExitCode
 from scheduler.sending.budget import TierChoice
 
 
@@ -26,17 +27,17 @@ class StopReason(enum.StrEnum):
     ERROR = "error"
 
 
-#: 0 completed, 75 stopped early but resumable (EX_TEMPFAIL), 1 stopped by an error.
-EXIT_CODES = {
-    StopReason.COMPLETED: 0,
-    StopReason.BUDGET: 75,
-    StopReason.WAITING: 75,
-    StopReason.PAUSED: 75,
-    StopReason.SIGNAL: 75,
-    StopReason.CANCELLED: 1,
-    StopReason.CAMPAIGN_FATAL: 1,
-    StopReason.SENDER_FATAL: 1,
-    StopReason.ERROR: 1,
+#: OK completed, LATER (75) stopped early but resumable, FAILED (1) stopped by an error.
+EXIT_CODES: dict[StopReason, ExitCode] = {
+    StopReason.COMPLETED: ExitCode.OK,
+    StopReason.BUDGET: ExitCode.LATER,
+    StopReason.WAITING: ExitCode.LATER,
+    StopReason.PAUSED: ExitCode.LATER,
+    StopReason.SIGNAL: ExitCode.LATER,
+    StopReason.CANCELLED: ExitCode.FAILED,
+    StopReason.CAMPAIGN_FATAL: ExitCode.FAILED,
+    StopReason.SENDER_FATAL: ExitCode.FAILED,
+    StopReason.ERROR: ExitCode.FAILED,
 }
 
 
@@ -177,7 +178,7 @@ class RunReport:
         )
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         return EXIT_CODES[self.reason]
 
     @property

@@ -23,6 +23,7 @@ from rich.status import Status
 
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import LockedError
+from campaigns.core.exit_codes import ExitCode
 from campaigns.core.logging_setup import configure_logging
 from campaigns.core.settings import SenderSettings, Settings
 from campaigns.schedule import parse_duration_s, parse_until
@@ -40,9 +41,6 @@ log = logging.getLogger("wacamp.run_due")
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
-
-#: Exit code when work remains for a later run, or another process holds the send lock.
-EXIT_LATER = 75
 
 
 def log_options(func: F) -> F:
@@ -191,10 +189,10 @@ def run_due_command(
         with exclusive_lock(engine):
             summary = run_with_signals(lambda stop: _run_due(engine, settings, stop=stop, deadline=deadline))
     except LockedError as exc:
-        log.warning("run-due skipped: %s", exc, extra={"outcome": "locked", "exit_code": EXIT_LATER})
+        log.warning("run-due skipped: %s", exc, extra={"outcome": "locked", "exit_code": ExitCode.LATER})
         if as_json:
-            print_json({"outcome": "locked", "exit_code": EXIT_LATER, "message": str(exc)})
-        sys.exit(EXIT_LATER)
+            print_json({"outcome": "locked", "exit_code": ExitCode.LATER, "message": str(exc)})
+        sys.exit(ExitCode.LATER)
     log_summary(summary, deadline=deadline)
     if as_json:
         print_json(summary.as_dict())
@@ -300,9 +298,9 @@ def worker_command(
                 )
             )
     except LockedError as exc:
-        log.warning("worker not started: %s", exc, extra={"outcome": "locked", "exit_code": EXIT_LATER})
-        sys.exit(EXIT_LATER)
-    sys.exit(0)
+        log.warning("worker not started: %s", exc, extra={"outcome": "locked", "exit_code": ExitCode.LATER})
+        sys.exit(ExitCode.LATER)
+    sys.exit(ExitCode.OK)
 
 
 async def _run_worker(

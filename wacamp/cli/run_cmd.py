@@ -19,6 +19,7 @@ from rich.text import Text
 from sqlalchemy.engine import Engine
 
 from campaigns import control
+from campaigns.core.exit_codes import ExitCode
 from campaigns.core.models import CampaignState
 from campaigns.core.settings import Settings
 from scheduler.providers.base import Provider
@@ -31,7 +32,6 @@ from wacamp.cli.ops_cmd import run_with_signals
 
 #: Plain progress lines (stderr is not a terminal) come this often.
 PLAIN_PROGRESS_EVERY_S = 10.0
-FORCED_EXIT_CODE = 130
 
 
 def format_duration_s(seconds: float | None) -> str:
@@ -237,7 +237,7 @@ def run_command(app: AppContext, /, name: str, dry_run: bool, as_json: bool) -> 
     except ForcedStop as forced:
         _show(forced.report, as_json=as_json)
         err_console.print("Forced stop: requests that were in flight are `unknown`.")
-        sys.exit(FORCED_EXIT_CODE)
+        sys.exit(ExitCode.INTERRUPTED)
     _show(report, as_json=as_json)
     # sys.exit, not click's Exit: `main` runs click with standalone_mode=False, which swallows Exit codes.
     sys.exit(report.exit_code)
