@@ -123,11 +123,11 @@ class OutcomeActions:
                 self.requeue(row, after_s=action.pause_s, refund=True, exc=exc)
             case outcomes.DeferRecipient():
                 self.fail(row, exc)
-                self.writer.put(ContactAction(row.contact_id, defer_until=action.until(self.now())))
+                until = action.until(self.now())
+                self.writer.put(ContactAction.marketing_limited(row.contact_id, until=until))
             case outcomes.SuppressContact():
                 self.fail(row, exc)
-                reason = f"({exc.code}) {exc.title}"[:200]
-                self.writer.put(ContactAction(row.contact_id, suppress_reason=reason))
+                self.writer.put(ContactAction.opted_out(row.contact_id, code=exc.code, title=exc.title))
             case outcomes.FailRow():
                 self.fail(row, exc)
             case outcomes.StopCampaign():

@@ -118,6 +118,7 @@ async def test_errors_are_handled_by_their_class(engine: Engine) -> None:
         contacts = {r.phone: r for r in conn.execute(sa.select(contact_t))}
         throttles = conn.scalar(sa.select(sa.func.count()).select_from(ThrottleEvent.__table__))  # type: ignore[attr-defined]
     assert contacts[phone_of(4)].suppressed_at is not None
+    assert contacts[phone_of(4)].suppression_reason == "131050 stopped marketing"  # as webhooks spell it
     assert contacts[phone_of(5)].marketing_deferred_until is not None
     assert contacts[phone_of(3)].suppressed_at is None
     assert throttles == 2 and report.throttled == 2
