@@ -154,7 +154,7 @@ async def test_the_marketing_limit_fails_the_row_and_defers_the_contact_for_the_
 async def test_opted_out_fails_the_row_and_suppresses_the_contact(run: Run) -> None:
     row = await run.answer(6, OptedOutError(code=131050, title="stopped"))
     assert row["state"] == "failed"
-    assert run.contact(6)["suppression_reason"] == "(131050) stopped"
+    assert run.contact(6)["suppression_reason"] == "131050 stopped"  # as the webhook path says it
 
 
 @pytest.mark.parametrize(
