@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 19:40:06.157246
+Create Date: 2026-12-07 20:13:33.039665
 """
 
 from collections.abc import Sequence

@@ -1,0 +1,26 @@
+"""the send protocol: claimed rows are leased, not sending; run leases (issue #13)
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-12-07 20:20:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa  # noqa: F401
+from alembic import op  # noqa: F401
+
+import campaigns.core.dbtypes  # noqa: F401
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

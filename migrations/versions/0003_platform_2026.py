@@ -1,0 +1,26 @@
+"""the platform in 2026: Marketing Messages API, media, template submission, held rows (issue #14)
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-12-07 20:20:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa  # noqa: F401
+from alembic import op  # noqa: F401
+
+import campaigns.core.dbtypes  # noqa: F401
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

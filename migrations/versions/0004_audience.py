@@ -1,0 +1,26 @@
+"""audience: saved segments, frequency caps, test sends (issue #15)
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-07 20:20:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa  # noqa: F401
+from alembic import op  # noqa: F401
+
+import campaigns.core.dbtypes  # noqa: F401
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
