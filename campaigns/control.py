@@ -189,13 +189,6 @@ def change_state(
     raise IllegalTransition(name=row.name, current=row.state, target=target, refusal=refusal)
 
 
-def set_state(
-    conn: Connection, campaign_id: int, *, state: CampaignState, now: datetime, **values: Any
-) -> None:
-    """Old name of `change_state`, kept only while the dispatcher is being split (issue #12)."""
-    change_state(conn, campaign_id, state, now=now, **values)
-
-
 def pause(engine: Engine, name_or_id: str, *, reason: str = "paused by a person") -> CampaignRef:
     """Pause a campaign; a run in progress stops claiming within a second and exits 75."""
     with write_transaction(engine) as conn:

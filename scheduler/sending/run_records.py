@@ -78,10 +78,10 @@ def close_crashed_runs(conn: Connection, *, campaign: control.CampaignRef, now: 
 
 def start_run(conn: Connection, *, campaign_id: int, owner: str, now: datetime) -> int:
     """Mark the campaign running and open its `CampaignRun` row; return the row's id."""
-    control.set_state(
+    control.change_state(
         conn,
         campaign_id,
-        state=CampaignState.RUNNING,
+        CampaignState.RUNNING,
         now=now,
         started_at=sa.func.coalesce(control.c.started_at, now),
     )
@@ -130,19 +130,35 @@ def record_end(
     return ledger.counts_by_state(conn, campaign_id=campaign_id)
 
 
+#: The states a run's end may move a campaign from: not paused, not cancelled (resumed meanwhile: planned).
+_NOT_STOPPED_BY_OTHERS = frozenset({CampaignState.RUNNING, CampaignState.PLANNED, CampaignState.WAITING})
+
+
 def record_campaign_state(conn: Connection, *, campaign_id: int, end: RunEnd, now: datetime) -> None:
-    """The campaign's state after a run that ended as `end`."""
-    reason = end.reason
+    """The campaign's state after a run that ended as `end`.
+
+    A campaign paused or cancelled meanwhile (by a person or the platform; the run then ended as
+    PAUSED or CANCELLED, or had just ended otherwise) stays as another shell set it.
+    """
+    reason, movable = end.reason, _NOT_STOPPED_BY_OTHERS
     if reason is StopReason.COMPLETED:
-        control.set_state(conn, campaign_id, state=CampaignState.COMPLETED, now=now, finished_at=now)
+        control.change_state(
+            conn, campaign_id, CampaignState.COMPLETED, now=now, finished_at=now, only_from=movable
+        )
     elif reason in (StopReason.BUDGET, StopReason.WAITING, StopReason.SIGNAL):
         resume_after = end.resume_after or now
-        control.set_state(conn, campaign_id, state=CampaignState.WAITING, now=now, resume_after=resume_after)
-    elif reason in (StopReason.CAMPAIGN_FATAL, StopReason.SENDER_FATAL, StopReason.ERROR):
-        control.set_state(
-            conn, campaign_id, state=CampaignState.PAUSED, now=now, pause_reason=end.message[:500]
+        control.change_state(
+            conn, campaign_id, CampaignState.WAITING, now=now, resume_after=resume_after, only_from=movable
         )
-    # PAUSED and CANCELLED: another shell set the state; leave it as it is.
+    elif reason in (StopReason.CAMPAIGN_FATAL, StopReason.SENDER_FATAL, StopReason.ERROR):
+        control.change_state(
+            conn,
+            campaign_id,
+            CampaignState.PAUSED,
+            now=now,
+            pause_reason=end.message[:500],
+            only_from=movable,
+        )
 
 
 def record_run(conn: Connection, *, run_id: int, end: RunEnd, stats: RunStats, now: datetime) -> None:

@@ -1,7 +1,8 @@
 """Campaign control on a real database (SQLite, and PostgreSQL when WACAMP_TEST_POSTGRES_URL is set).
 
 Every state change goes through `campaigns.control.change_state`: the table is enforced by the write
-itself, so pause, resume and cancel refuse what it refuses, even when the caller read a stale state.
+itself, so pause, resume, cancel and a run's start refuse what it refuses, even when the caller read a
+stale state, and a run's end never overwrites a pause or cancel made meanwhile.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 from campaigns.core.models import CampaignState
 from campaigns.definitions import cancel_campaign
+from scheduler.sending.run_records import record_campaign_state, start_run
+from scheduler.sending.run_report import RunEnd, StopReason
 from tests.scheduling_seed import seed_campaign
 
 S = CampaignState
@@ -145,3 +148,34 @@ def test_a_campaign_is_found_by_name_or_by_id_as_int_or_digits(engine: Engine) -
 def test_change_state_of_a_missing_campaign_is_not_found(engine: Engine) -> None:
     with write_transaction(engine) as conn, pytest.raises(NotFoundError):
         change_state(conn, 12345, S.PAUSED, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [(StopReason.COMPLETED, "completed"), (StopReason.BUDGET, "waiting"), (StopReason.ERROR, "paused")],
+)
+def test_a_run_s_end_moves_a_running_campaign(engine: Engine, reason: StopReason, expected: str) -> None:
+    campaign_id = seed_campaign(engine, name="spring", state="running")
+    with write_transaction(engine) as conn:
+        record_campaign_state(conn, campaign_id=campaign_id, end=RunEnd(reason, "why"), now=NOW)
+    assert state_of(engine, campaign_id) == expected
+
+
+@pytest.mark.parametrize("reason", [StopReason.COMPLETED, StopReason.BUDGET, StopReason.ERROR])
+@pytest.mark.parametrize("meanwhile", [S.PAUSED, S.CANCELLED])
+def test_a_run_s_end_leaves_a_campaign_paused_or_cancelled_meanwhile_as_it_is(
+    engine: Engine, reason: StopReason, meanwhile: CampaignState
+) -> None:
+    campaign_id = seed_campaign(engine, name="spring", state="running")
+    with write_transaction(engine) as conn:
+        control.change_state(conn, campaign_id, meanwhile, now=NOW, pause_reason="wrong coupon")
+        record_campaign_state(conn, campaign_id=campaign_id, end=RunEnd(reason, "why"), now=NOW)
+    campaign = find_campaign(engine, campaign_id)
+    assert (campaign.state, campaign.pause_reason) == (meanwhile, "wrong coupon")
+
+
+def test_a_run_cannot_start_on_a_campaign_paused_after_it_was_read(engine: Engine) -> None:
+    campaign_id = seed_campaign(engine, name="spring", state="paused")
+    with write_transaction(engine) as conn, pytest.raises(IllegalTransition, match="cannot become running"):
+        start_run(conn, campaign_id=campaign_id, owner="host:1", now=NOW)
+    assert state_of(engine, campaign_id) == "paused"

@@ -139,8 +139,7 @@ async def step_campaign(demo: Demo) -> None:
 
 async def step_run(demo: Demo) -> None:
     settings, engine = demo.need()
-    with engine.connect() as conn:
-        ref = control.find_campaign(conn, DEMO_CAMPAIGN)
+    ref = control.CampaignRef.of(control.find_campaign(engine, DEMO_CAMPAIGN))
     rate = settings.sender_rate_per_s(settings.sender(ref.sender_name))
     say(f"sending at {rate:,.0f} msg/s, the Cloud API default (`wacamp campaigns run {DEMO_CAMPAIGN}`)")
     with ProgressDisplay() as display:

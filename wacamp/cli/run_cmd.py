@@ -220,8 +220,7 @@ def run_command(app: AppContext, /, name: str, dry_run: bool, as_json: bool) -> 
       wacamp campaigns run spring-sale --json > run.json
     """
     engine, settings = app.engine, app.settings
-    with engine.connect() as conn:
-        ref = control.find_campaign(conn, name)
+    ref = control.CampaignRef.of(control.find_campaign(engine, name))
     if dry_run:
         _dry_run(engine, settings, ref, as_json=as_json)
         return
