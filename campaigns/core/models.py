@@ -145,6 +145,13 @@ class Template(SQLModel, table=True):
     status_reason: str | None = Field(default=None, sa_column=Column(sa.String(200)))
     gone_at: datetime | None = _ts()
     synced_at: datetime = _created()
+    #: Category drift (template_category_update): the category before the last change, and when.
+    previous_category: str | None = Field(default=None, sa_column=Column(sa.String(32)))
+    category_changed_at: datetime | None = _ts()
+    #: A change announced ahead (correct_category), not made yet.
+    upcoming_category: str | None = Field(default=None, sa_column=Column(sa.String(32)))
+    #: When `templates create` submitted it (None for synced or imported templates).
+    submitted_at: datetime | None = _ts()
 
 
 class Sender(SQLModel, table=True):
@@ -178,6 +185,10 @@ class Campaign(SQLModel, table=True):
     params: dict[str, str] = _json(default=dict)
     defaults: dict[str, str] = _json(default=dict)
     header_media_url: str | None = Field(default=None, sa_column=Column(sa.String(2000)))
+    #: --header-media-file: the file (absolute path), its sha256 and MIME type; uploaded per sender.
+    header_media_file: str | None = Field(default=None, sa_column=Column(sa.String(2000)))
+    header_media_sha256: str | None = Field(default=None, sa_column=Column(sa.String(64)))
+    header_media_type: str | None = Field(default=None, sa_column=Column(sa.String(100)))
     button_payloads: dict[str, str] = _json(default=dict)
     state: str = Field(
         default=CampaignState.DRAFT, sa_column=Column(sa.String(16), nullable=False, index=True)
@@ -241,6 +252,8 @@ class Message(SQLModel, table=True):
     error_code: int | None = Field(default=None, sa_column=Column(sa.Integer()))
     error_title: str | None = Field(default=None, sa_column=Column(sa.String(500)))
     pricing_category: str | None = Field(default=None, sa_column=Column(sa.String(40)))
+    #: pricing.type of the status webhook: regular, free_customer_service or free_entry_point.
+    pricing_type: str | None = Field(default=None, sa_column=Column(sa.String(40)))
     billable: bool | None = Field(default=None, sa_column=Column(sa.Boolean()))
     planned_at: datetime = _created()
     sending_at: datetime | None = _ts()
@@ -250,6 +263,22 @@ class Message(SQLModel, table=True):
     read_at: datetime | None = _ts()
     failed_at: datetime | None = _ts()
     updated_at: datetime = _created()
+
+
+class MediaUpload(SQLModel, table=True):
+    """A file uploaded to one phone number (`POST /{phone_number_id}/media`): its media id and age."""
+
+    __tablename__ = "media_upload"
+    __table_args__ = (sa.Index("ix_media_upload_lookup", "phone_number_id", "sha256", "uploaded_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    phone_number_id: str = Field(sa_column=Column(sa.String(64), nullable=False))
+    sha256: str = Field(sa_column=Column(sa.String(64), nullable=False))
+    mime_type: str = Field(sa_column=Column(sa.String(100), nullable=False))
+    size_bytes: int = Field(sa_column=Column(sa.BigInteger(), nullable=False))
+    file_name: str = Field(sa_column=Column(sa.String(500), nullable=False))
+    media_id: str = Field(sa_column=Column(sa.String(128), nullable=False))
+    uploaded_at: datetime = _created()
 
 
 class WebhookInbox(SQLModel, table=True):
@@ -346,6 +375,7 @@ SENDER_TABLE = _table(Sender)
 CAMPAIGN_TABLE = _table(Campaign)
 MESSAGE_TABLE = _table(Message)
 WEBHOOK_INBOX_TABLE = _table(WebhookInbox)
+MEDIA_UPLOAD_TABLE = _table(MediaUpload)
 INBOUND_MESSAGE_TABLE = _table(InboundMessage)
 TIER_USAGE_TABLE = _table(TierUsage)
 THROTTLE_EVENT_TABLE = _table(ThrottleEvent)

@@ -23,6 +23,8 @@ from campaigns.core.resources import config_dir, default_config_file
 
 ApiKind = Literal["cloud", "onprem"]
 TIER_UNLIMITED = "TIER_UNLIMITED"
+#: Tier names of older material, still read (config, platform answers, webhooks); never written.
+LEGACY_TIERS: dict[str, int] = {"TIER_50": 50, "TIER_1K": 1000}
 SECRET_KEYS = frozenset({"access_token", "app_secret", "verify_token", "password"})
 
 #: Short environment names; every setting also has WACAMP_<SECTION>__<KEY>.
@@ -141,10 +143,14 @@ class LimitsSettings(_Section):
 
     @model_validator(mode="after")
     def _known_tier(self) -> LimitsSettings:
-        if self.messaging_tier not in ("auto", TIER_UNLIMITED, *self.tiers):
+        if self.messaging_tier not in ("auto", TIER_UNLIMITED, *self.tiers, *LEGACY_TIERS):
             known = ", ".join(["auto", *self.tiers, TIER_UNLIMITED])
             raise ValueError(f"messaging_tier {self.messaging_tier!r} is not one of {known}")
         return self
+
+    def knows_tier(self, tier: str) -> bool:
+        """Whether `tier` names a tier: today's names, the older ones, TIER_UNLIMITED or a plain number."""
+        return tier == TIER_UNLIMITED or tier in self.tiers or tier in LEGACY_TIERS or tier.isdigit()
 
     def tier_limit(self, tier: str) -> int | None:
         """Unique recipients per moving window for a tier name; None means unlimited."""
@@ -152,6 +158,8 @@ class LimitsSettings(_Section):
             return None
         if tier in self.tiers:
             return self.tiers[tier]
+        if tier in LEGACY_TIERS:
+            return LEGACY_TIERS[tier]
         if tier.isdigit():
             return int(tier)
         raise ConfigError(f"unknown messaging tier {tier!r}")
@@ -182,6 +190,32 @@ class WebhookSettings(_Section):
 
 class PricingSettings(_Section):
     rate_card: str
+
+
+class MediaSettings(_Section):
+    """Header media uploaded from a file (`campaigns create --header-media-file`): limits and validity."""
+
+    image_types: list[str]
+    image_max_bytes: int = Field(ge=1)
+    video_types: list[str]
+    video_max_bytes: int = Field(ge=1)
+    document_types: list[str]
+    document_max_bytes: int = Field(ge=1)
+    validity_h: float = Field(gt=0)
+    refresh_margin_h: float = Field(ge=0)
+    upload_timeout_s: float = Field(gt=0)
+
+    def limits_for(self, header_format: str) -> tuple[list[str], int]:
+        """The accepted MIME types and the size limit of an IMAGE, VIDEO or DOCUMENT header."""
+        kind = header_format.lower()
+        return list(getattr(self, f"{kind}_types")), int(getattr(self, f"{kind}_max_bytes"))
+
+
+class TemplateSettings(_Section):
+    """Template submission and review (`templates create`, `templates wait`)."""
+
+    wait_poll_s: float = Field(gt=0)
+    wait_timeout_s: float = Field(gt=0)
 
 
 class ContactSettings(_Section):
@@ -242,6 +276,8 @@ class Settings(BaseSettings):
     dispatch: DispatchSettings
     webhooks: WebhookSettings
     pricing: PricingSettings
+    media: MediaSettings
+    templates: TemplateSettings
     contacts: ContactSettings
     worker: WorkerSettings
     logging: LoggingSettings

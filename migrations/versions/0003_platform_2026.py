@@ -19,8 +19,41 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    # media headers from a file, template submission, category drift, pricing.type (issue #14, part B)
+    op.create_table(
+        "media_upload",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("phone_number_id", sa.String(64), nullable=False),
+        sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("mime_type", sa.String(100), nullable=False),
+        sa.Column("size_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("file_name", sa.String(500), nullable=False),
+        sa.Column("media_id", sa.String(128), nullable=False),
+        sa.Column("uploaded_at", campaigns.core.dbtypes.UTCDateTime(), nullable=False),
+    )
+    op.create_index("ix_media_upload_lookup", "media_upload", ["phone_number_id", "sha256", "uploaded_at"])
+    with op.batch_alter_table("campaign") as batch:
+        batch.add_column(sa.Column("header_media_file", sa.String(2000), nullable=True))
+        batch.add_column(sa.Column("header_media_sha256", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("header_media_type", sa.String(100), nullable=True))
+    with op.batch_alter_table("template") as batch:
+        batch.add_column(sa.Column("previous_category", sa.String(32), nullable=True))
+        batch.add_column(sa.Column("category_changed_at", campaigns.core.dbtypes.UTCDateTime(), nullable=True))
+        batch.add_column(sa.Column("upcoming_category", sa.String(32), nullable=True))
+        batch.add_column(sa.Column("submitted_at", campaigns.core.dbtypes.UTCDateTime(), nullable=True))
+    with op.batch_alter_table("message") as batch:
+        batch.add_column(sa.Column("pricing_type", sa.String(40), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    # issue #14, part B
+    with op.batch_alter_table("message") as batch:
+        batch.drop_column("pricing_type")
+    with op.batch_alter_table("template") as batch:
+        for column in ("submitted_at", "upcoming_category", "category_changed_at", "previous_category"):
+            batch.drop_column(column)
+    with op.batch_alter_table("campaign") as batch:
+        for column in ("header_media_type", "header_media_sha256", "header_media_file"):
+            batch.drop_column(column)
+    op.drop_index("ix_media_upload_lookup", table_name="media_upload")
+    op.drop_table("media_upload")

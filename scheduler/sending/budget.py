@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 from campaigns.core.dbtypes import UTCDateTime, utcnow
 from campaigns.core.models import CONTACT_TABLE as CONTACT
 from campaigns.core.models import TIER_USAGE_TABLE as TIER_USAGE
-from campaigns.core.settings import TIER_UNLIMITED, SenderSettings, Settings
+from campaigns.core.settings import SenderSettings, Settings
 from scheduler.providers.base import Provider
 from scheduler.sending import ledger
 from scheduler.sending.leases import lock_portfolio
@@ -209,6 +209,6 @@ async def resolve_tier(
 def _known_tier(settings: Settings, value: str | None) -> str | None:
     if not value:
         return None
-    if value == TIER_UNLIMITED or value in settings.limits.tiers or value.isdigit():
+    if settings.limits.knows_tier(value):
         return value
     return None
