@@ -7,10 +7,10 @@ Create Date: 2026-12-07 20:20:00
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+from alembic import op
 
-import campaigns.core.dbtypes  # noqa: F401
+from campaigns.core.dbtypes import UTCDateTime
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -29,7 +29,7 @@ def upgrade() -> None:
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("file_name", sa.String(500), nullable=False),
         sa.Column("media_id", sa.String(128), nullable=False),
-        sa.Column("uploaded_at", campaigns.core.dbtypes.UTCDateTime(), nullable=False),
+        sa.Column("uploaded_at", UTCDateTime(), nullable=False),
     )
     op.create_index("ix_media_upload_lookup", "media_upload", ["phone_number_id", "sha256", "uploaded_at"])
     with op.batch_alter_table("campaign") as batch:
@@ -38,9 +38,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("header_media_type", sa.String(100), nullable=True))
     with op.batch_alter_table("template") as batch:
         batch.add_column(sa.Column("previous_category", sa.String(32), nullable=True))
-        batch.add_column(sa.Column("category_changed_at", campaigns.core.dbtypes.UTCDateTime(), nullable=True))
+        batch.add_column(sa.Column("category_changed_at", UTCDateTime(), nullable=True))
         batch.add_column(sa.Column("upcoming_category", sa.String(32), nullable=True))
-        batch.add_column(sa.Column("submitted_at", campaigns.core.dbtypes.UTCDateTime(), nullable=True))
+        batch.add_column(sa.Column("submitted_at", UTCDateTime(), nullable=True))
     with op.batch_alter_table("message") as batch:
         batch.add_column(sa.Column("pricing_type", sa.String(40), nullable=True))
 
