@@ -10,21 +10,27 @@
     │   ├── InputFileError           a CSV / JSON file that cannot be read at all (names file, line)
     │   ├── ValidationFailed         several problems found at once (e.g. a campaign definition)
     │   └── LockedError              another process holds the lock or the database: exit 75, try later
+    ├── DatabaseUnavailableError     the database stayed unreachable or locked for [database] outage_wait_s:
+    │                                exit 75, run again (results not written are kept in the journal)
     └── PlatformError                the WhatsApp platform answered with an error (carries code, title)
         ├── RetryableError           try again later; never recorded as a failure by itself
         │   ├── ThrottledError       130429, 80007, 4, HTTP 429: slow the whole sender down
         │   ├── PairRateLimitedError 131056: that recipient waits 4^X s
         │   ├── MaintenanceError     131057: retry after about a minute
-        │   └── TransientError       131000, 131016, 1, 2, 5xx, connection refused before the request
+        │   ├── TransientError       131000, 131016, 1, 2, 5xx, connection refused before the request
+        │   └── TemplateWarmingError 131009 on the Marketing Messages API: template not synced yet
         ├── PermanentError           retrying cannot help
         │   ├── RecipientError       this recipient only (undeliverable, bad payload, …)
         │   │   ├── MarketingLimitError  131049: defer the recipient ≥ 24 h
         │   │   └── OptedOutError        131050: suppress the contact
         │   ├── CampaignFatalError   template unusable or account restricted: pause the campaign
+        │   │   └── MarketingTermsError  131055: Marketing Messages API terms not accepted
         │   └── SenderFatalError     auth, permissions, number not registered, payment: stop everything
         └── OutcomeUnknownError      no answer after the request may have reached the platform
 
-`classify_platform_error` turns an ``error.code`` (never the HTTP status alone) into one of these.
+`classify_platform_error` turns an ``error.code`` (never the HTTP status alone) into one of these;
+`is_passing_database_trouble` says which database errors a later attempt can get past (a lock held past
+the busy timeout, a lost connection, a restart or failover) and which fail at once (a missing table).
 None of them knows about the command line: `wacamp.cli.main` prints ``Error: <message>`` on stderr
 and exits with the error's `exit_code`.
 """
@@ -32,6 +38,8 @@ and exits with the error's `exit_code`.
 from __future__ import annotations
 
 from typing import ClassVar
+
+import sqlalchemy.exc
 
 from campaigns.core.exit_codes import ExitCode
 
@@ -78,6 +86,45 @@ class LockedError(UserError):
     """Another wacamp process holds the lock."""
 
     exit_code = ExitCode.LATER
+
+
+class DatabaseUnavailableError(WacampError):
+    """The database did not answer for longer than `[database] outage_wait_s`: run again later."""
+
+    exit_code = ExitCode.LATER
+
+
+#: SQLite messages of a passing trouble: another process holds the lock, or the disk hiccuped.
+_SQLITE_PASSING = ("database is locked", "database table is locked", "database is busy", "disk i/o error")
+#: PostgreSQL SQLSTATE classes and codes of a passing trouble: connection lost (08), transaction
+#: rolled back by a deadlock or serialization failure (40), too many connections (53), the server
+#: shutting down, restarting or in recovery (57P), system I/O (58), a read-only standby after a
+#: failover (25006).
+_PG_PASSING_CLASSES = ("08", "40", "53", "57P", "58")
+_PG_PASSING_CODES = frozenset({"25006", "55P03"})
+
+
+def is_passing_database_trouble(exc: BaseException) -> bool:
+    """True for a database error a later attempt can get past; False for one that fails at once.
+
+    Passing: SQLite locked or busy past its busy timeout, a connection refused, lost or reset, a
+    PostgreSQL restart, failover or deadlock, the connection pool exhausted. Not passing: a missing
+    table or column, a constraint violation, a syntax error: retrying cannot help.
+    """
+    if isinstance(exc, sqlalchemy.exc.TimeoutError):  # the pool had no connection to give in time
+        return True
+    if not isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(exc, sqlalchemy.exc.InterfaceError):
+        return True
+    orig = exc.orig
+    if "sqlite" in type(orig).__module__:
+        text = str(orig).lower()
+        return isinstance(exc, sqlalchemy.exc.OperationalError) and any(m in text for m in _SQLITE_PASSING)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is None:  # psycopg: no server answer at all (connection refused, timed out)
+        return isinstance(exc, sqlalchemy.exc.OperationalError)
+    return sqlstate in _PG_PASSING_CODES or sqlstate.startswith(_PG_PASSING_CLASSES)
 
 
 class PlatformError(WacampError):
@@ -146,6 +193,14 @@ class CampaignFatalError(PermanentError):
     """The campaign cannot go on: its template is unusable or the account is restricted."""
 
 
+class MarketingTermsError(CampaignFatalError):
+    """131055: the business portfolio has not accepted the Marketing Messages API terms (onboarding)."""
+
+
+class TemplateWarmingError(RetryableError):
+    """On the Marketing Messages API, a template just created or idle > 7 days is not synced yet (131009)."""
+
+
 class SenderFatalError(PermanentError):
     """The sender cannot send at all: authentication, permissions, registration or payment."""
 
@@ -163,6 +218,10 @@ OPTED_OUT_CODES = frozenset({131050})
 RECIPIENT_CODES = frozenset({131026, 130472, 131051, 100, 132000, 132005, 132012, 131047, 470})
 TEMPLATE_FATAL_CODES = frozenset({132001, 132007, 132015, 132016})
 ACCOUNT_FATAL_CODES = frozenset({131048, 131064, 368, 130497, 131031})
+#: Marketing Messages API onboarding not done (terms not accepted); Twilio shows it as 63062.
+MARKETING_TERMS_CODES = frozenset({131055})
+#: On the Marketing Messages API path only: the template is not synced yet (classified by that provider).
+TEMPLATE_WARMING_CODES = frozenset({131009})
 SENDER_FATAL_CODES = frozenset({0, 190, 10, 133010, 131042, *range(200, 300)})
 
 _BY_CODE: tuple[tuple[frozenset[int], type[PlatformError]], ...] = (
@@ -173,6 +232,7 @@ _BY_CODE: tuple[tuple[frozenset[int], type[PlatformError]], ...] = (
     (MARKETING_LIMIT_CODES, MarketingLimitError),
     (OPTED_OUT_CODES, OptedOutError),
     (RECIPIENT_CODES, RecipientError),
+    (MARKETING_TERMS_CODES, MarketingTermsError),
     (TEMPLATE_FATAL_CODES, CampaignFatalError),
     (ACCOUNT_FATAL_CODES, CampaignFatalError),
     (SENDER_FATAL_CODES, SenderFatalError),

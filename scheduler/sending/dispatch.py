@@ -40,7 +40,12 @@ from sqlalchemy.engine import Engine
 from campaigns import control
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
-from campaigns.core.exceptions import OutcomeUnknownError, PlatformError, UserError
+from campaigns.core.exceptions import (
+    DatabaseUnavailableError,
+    OutcomeUnknownError,
+    PlatformError,
+    UserError,
+)
 from campaigns.core.models import CampaignState
 from campaigns.core.settings import Settings
 from scheduler.providers.base import Provider
@@ -49,7 +54,9 @@ from scheduler.sending.budget import TierBudget, TierChoice, claim_within_budget
 from scheduler.sending.claims import ClaimAhead
 from scheduler.sending.halt import Halt
 from scheduler.sending.in_flight import InFlight
+from scheduler.sending.journal import Journal, journal_key
 from scheduler.sending.ledger import ClaimedRow, OutcomeKind
+from scheduler.sending.outage import DatabaseWait
 from scheduler.sending.outcome_actions import OutcomeActions
 from scheduler.sending.pace import Permit, SenderPace, make_pace
 from scheduler.sending.pairs import PairSpacer
@@ -110,16 +117,25 @@ class Dispatcher:
             spacing_s=self.limits.pair_spacing_s, retry_base_s=self.limits.pair_retry_base_s
         )
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wacamp-db")
+        #: Database trouble is waited out, up to [database] outage_wait_s (`scheduler.sending.outage`).
+        self.db_wait = DatabaseWait(
+            outage_wait_s=settings.database.outage_wait_s,
+            describe_held=self._held,
+            on_give_up=lambda exc: self.halt(StopReason.DATABASE, str(exc)),
+            give_up_early=lambda: self.halt.end is not None and self.halt.end.reason is StopReason.SIGNAL,
+        )
         self.writer = ResultWriter(
             engine,
             batch_rows=self.dispatch.write_batch_rows,
             batch_ms=self.dispatch.write_batch_ms,
             executor=self._db,
+            wait=self.db_wait,
+            journal=Journal(settings.database.journal_directory(), journal_key(settings.database.url)),
         )
         self.stats = RunStats()
         self.budget: TierBudget | None = None
         self.tier: TierChoice | None = None
-        self.claims = ClaimAhead(lambda limit: self._in_db(self._claim, limit))
+        self.claims = ClaimAhead(self._claim_rows)
         #: Never more sends in flight than the provider has connections (`InFlight`).
         self.sends = InFlight(limit=min(self.dispatch.max_in_flight, provider.pool_limit))
         self.halt = Halt(on_halt=self.sends.wake)
@@ -146,8 +162,26 @@ class Dispatcher:
 
         Claims, result batches and state changes never contend with each other inside this process,
         so SQLite's busy handler (which sleeps in steps of up to 100 ms) never gets involved.
+        Database trouble is waited out (`db_wait`): the call is retried until the database answers.
         """
-        return await asyncio.get_running_loop().run_in_executor(self._db, functools.partial(func, *args))
+        loop = asyncio.get_running_loop()
+        return await self.db_wait.run(
+            lambda: loop.run_in_executor(self._db, functools.partial(func, *args)), what=func.__name__
+        )
+
+    async def _claim_rows(self, limit: int) -> list[ClaimedRow]:
+        """A claim, or none when the run gave up on the database (it halts then)."""
+        try:
+            return await self._in_db(self._claim, limit)
+        except DatabaseUnavailableError:
+            return []
+
+    def _held(self) -> str:
+        """What the run holds while the database does not answer (for the outage log lines)."""
+        return (
+            f"{self.writer.held} results ({self.writer.journaled} journaled), "
+            f"{len(self.sends)} requests in flight, sending paused"
+        )
 
     async def _in_txn(self, func: Callable[..., T], **kwargs: Any) -> T:
         """`func(conn, now=..., **kwargs)` in one write transaction on the run's database thread."""
@@ -343,7 +377,7 @@ class Dispatcher:
         last_renew = time.monotonic()
         while not self.halted:
             await self.halt.unless_halted(asyncio.sleep(self.dispatch.control_poll_s))
-            ref = await asyncio.to_thread(self._reload)
+            ref = await self.db_wait.run(lambda: asyncio.to_thread(self._reload), what="poll", read_only=True)
             if ref.state == CampaignState.PAUSED:
                 self.halt(StopReason.PAUSED, f"paused ({ref.pause_reason or 'no reason given'})")
             elif ref.state == CampaignState.CANCELLED:

@@ -24,6 +24,7 @@ class StopReason(enum.StrEnum):
     CANCELLED = "campaign cancelled"
     CAMPAIGN_FATAL = "campaign paused by the platform"
     SENDER_FATAL = "sender cannot send"
+    DATABASE = "database unavailable"
     ERROR = "error"
 
 
@@ -34,6 +35,7 @@ EXIT_CODES: dict[StopReason, ExitCode] = {
     StopReason.WAITING: ExitCode.LATER,
     StopReason.PAUSED: ExitCode.LATER,
     StopReason.SIGNAL: ExitCode.LATER,
+    StopReason.DATABASE: ExitCode.LATER,
     StopReason.CANCELLED: ExitCode.FAILED,
     StopReason.CAMPAIGN_FATAL: ExitCode.FAILED,
     StopReason.SENDER_FATAL: ExitCode.FAILED,

@@ -8,18 +8,28 @@ rate limiter keep their timing). No transaction is ever open while a request is 
 `close()` flushes everything and is shielded: a cancel arriving during the final flush does not lose
 it. If the task itself is cancelled (a forced stop), what is still buffered is written synchronously
 before the cancel goes on. Applying an outcome twice is harmless (each statement checks the state).
+
+Database trouble (SQLite locked past its busy timeout, a PostgreSQL restart or failover) does not lose
+results: a batch is retried through the run's `DatabaseWait` (one outage clock for the whole run), and
+while the database does not answer (or a commit has taken longer than `JOURNAL_AFTER_S`) every result
+held is appended to the run's `Journal` (`scheduler.sending.journal`, fsynced), so a `kill -9` during
+the outage loses nothing either. Once the journaled results are committed the file is deleted; when the
+run gives up on the database it is left for the next command to replay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -27,11 +37,16 @@ from sqlalchemy.engine import Connection, Engine
 from campaigns.contacts import effects
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
+from campaigns.core.exceptions import DatabaseUnavailableError
 from campaigns.core.models import THROTTLE_EVENT_TABLE as THROTTLE_EVENT
 from scheduler.sending import budget, ledger
 from scheduler.sending.ledger import Outcome
+from scheduler.sending.outage import DatabaseWait
 
 log = logging.getLogger(__name__)
+
+#: A commit still running after this long is treated as trouble: what the writer holds is journaled.
+JOURNAL_AFTER_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,13 +162,41 @@ def _apply_contacts(conn: Connection, actions: Sequence[ContactAction], *, now: 
         effects.defer_marketing(conn, ids, until=until, now=now)
 
 
+class JournalSink(Protocol):
+    """Where results go while the database does not take them (`scheduler.sending.journal.Journal`)."""
+
+    @property
+    def active(self) -> bool:
+        """Whether something is journaled and not known to be committed."""
+        ...
+
+    def append(self, items: Sequence[Item]) -> None:
+        """Append and fsync (blocking)."""
+
+    def discard(self) -> None:
+        """Everything journaled is committed: forget it (blocking)."""
+
+    def close(self) -> None:
+        """Keep what is journaled for the next command (blocking)."""
+
+
 class ResultWriter:
     """Batches outcomes into the ledger from one task (see the module docstring)."""
 
     def __init__(
-        self, engine: Engine, *, batch_rows: int, batch_ms: int, executor: Executor | None = None
+        self,
+        engine: Engine,
+        *,
+        batch_rows: int,
+        batch_ms: int,
+        executor: Executor | None = None,
+        wait: DatabaseWait | None = None,
+        journal: JournalSink | None = None,
     ) -> None:
         self.engine = engine
+        #: The run's outage clock (no waiting when None: the first trouble gives up).
+        self.wait = wait or DatabaseWait(outage_wait_s=0)
+        self.journal = journal
         #: Where batches are written (the dispatcher's one database thread; the default pool if None).
         self.executor = executor
         self.batch_rows = batch_rows
@@ -167,6 +210,21 @@ class ResultWriter:
         self._task: asyncio.Task[None] | None = None
         self.written = 0
         self.batches = 0
+        #: Every item put and not committed yet, in put order (batches are applied in that order).
+        self._unwritten: deque[Item] = deque()
+        self._committed = 0  # items committed so far (the sequence number of `_unwritten[0]`)
+        self._journaled = 0  # items with a lower sequence number are committed or journaled
+        self._writing_since: float | None = None
+
+    @property
+    def held(self) -> int:
+        """Results (and contact actions, notes) put and not committed yet."""
+        return len(self._unwritten)
+
+    @property
+    def journaled(self) -> int:
+        """Of `held`, how many are in the journal."""
+        return max(0, self._journaled - self._committed)
 
     def start(self) -> asyncio.Task[None]:
         """Start the writer task (named `ledger-writer`)."""
@@ -175,6 +233,7 @@ class ResultWriter:
 
     def put(self, item: Item) -> None:
         """Queue one outcome, contact action or throttle note (never blocks)."""
+        self._unwritten.append(item)
         self._queue.put_nowait(item)
         if self._queue.qsize() >= self.batch_rows:
             self._wakeup.set()
@@ -189,24 +248,29 @@ class ResultWriter:
         await asyncio.wait({barrier, self._task}, return_when=asyncio.FIRST_COMPLETED)
 
     async def close(self) -> None:
-        """Write everything queued so far and stop; shielded against a cancel."""
+        """Write everything queued so far and stop; shielded against a cancel.
+
+        If the database could not take them (the run gave up on it), they are in the journal, kept
+        for the next command, and `DatabaseUnavailableError` is raised.
+        """
         if self._task is None:
             return
         self._queue.put_nowait(None)
         self._wakeup.set()
-        await asyncio.shield(self._task)
+        try:
+            await asyncio.shield(self._task)
+        except DatabaseUnavailableError:
+            await asyncio.to_thread(self._keep_in_journal, self._unjournaled())
+            raise
 
     async def _run(self) -> None:
+        journaling = asyncio.create_task(self._journal_while_in_trouble(), name="ledger-journal")
         try:
             while True:
                 done = await self._gather()
                 if len(self._pending):
                     self._applying, self._pending = self._pending, WriteBatch()
-                    await asyncio.get_running_loop().run_in_executor(
-                        self.executor, apply_batch, self.engine, self._applying
-                    )
-                    self.written += len(self._applying.outcomes)
-                    self.batches += 1
+                    await self._write(self._applying)
                     self._applying = None
                 self._release_barriers()
                 if done:
@@ -214,6 +278,58 @@ class ResultWriter:
         except asyncio.CancelledError:
             self._flush_now()
             raise
+        except DatabaseUnavailableError:
+            journaling.cancel()
+            await asyncio.to_thread(self._keep_in_journal, self._unjournaled())
+            raise
+        finally:
+            journaling.cancel()
+
+    async def _write(self, batch: WriteBatch) -> None:
+        """Commit one batch, waiting out database trouble; then forget it (and the journal, when all in)."""
+        loop = asyncio.get_running_loop()
+        self._writing_since = time.monotonic()
+        try:
+            await self.wait.run(
+                lambda: loop.run_in_executor(self.executor, apply_batch, self.engine, batch),
+                what=f"{len(batch)} results to write",
+            )
+        finally:
+            self._writing_since = None
+        self.written += len(batch.outcomes)
+        self.batches += 1
+        for _ in range(len(batch)):
+            self._unwritten.popleft()
+        self._committed += len(batch)
+        if self.journal is not None and self.journal.active and self._committed >= self._journaled:
+            await asyncio.to_thread(self.journal.discard)
+
+    def _in_trouble(self) -> bool:
+        slow = self._writing_since is not None and time.monotonic() - self._writing_since > JOURNAL_AFTER_S
+        return self.wait.in_trouble or slow
+
+    async def _journal_while_in_trouble(self) -> None:
+        """While the database does not take results, append every new one to the journal (fsynced)."""
+        journal = self.journal
+        if journal is None:
+            return
+        while True:
+            await asyncio.sleep(min(self.batch_s, 0.1))
+            if self._in_trouble() and (items := self._unjournaled()):
+                await asyncio.to_thread(journal.append, items)
+
+    def _unjournaled(self) -> list[Item]:
+        """What is held and not journaled yet, counted as journaled from now (call it on the loop)."""
+        start = max(self._journaled, self._committed)
+        end = self._committed + len(self._unwritten)
+        self._journaled = max(self._journaled, end)
+        return list(itertools.islice(self._unwritten, start - self._committed, None))
+
+    def _keep_in_journal(self, items: Sequence[Item]) -> None:
+        """The database did not take what is held: it goes to the journal, kept for the next command."""
+        if self.journal is not None:
+            self.journal.append(items)
+            self.journal.close()
 
     def _release_barriers(self) -> None:
         for barrier in self._barriers:
@@ -274,5 +390,9 @@ class ResultWriter:
             apply_batch(self.engine, batch)
         except Exception:
             log.exception("could not write %d results on a forced stop", len(batch.outcomes))
+            self._keep_in_journal(self._unjournaled())
         else:
             self.written += len(batch.outcomes)
+            self._unwritten.clear()
+            if self.journal is not None:
+                self.journal.discard()

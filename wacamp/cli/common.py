@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from campaigns.core.db import engine_from_settings, require_schema
 from campaigns.core.settings import Provenance, Settings, load_settings
+from scheduler.sending.journal import replay_journal
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,9 +54,14 @@ class AppContext:
 
     @cached_property
     def engine(self) -> Engine:
-        """The engine, after checking that the schema is at the head revision."""
+        """The engine, after checking that the schema is at the head revision.
+
+        Results an earlier run could not write (the database was down when it stopped or was
+        killed) are replayed from the outcome journal first, so every command sees them.
+        """
         engine = self.raw_engine
         require_schema(engine)
+        replay_journal(engine, self.settings)
         return engine
 
 
