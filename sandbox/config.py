@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,8 @@ class SandboxConfig:
     us_marketing_blocked: bool = True
     webhook_url: str | None = None
     webhook: WebhookTiming = field(default_factory=WebhookTiming)
+    #: Per-template reactions by name (`sandbox.propensity.Propensity`): read, reply and STOP shares.
+    template_behaviour: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     faults: tuple[str, ...] = ()
     fault_settings: FaultSettings = field(default_factory=FaultSettings)

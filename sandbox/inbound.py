@@ -92,4 +92,6 @@ def inbound_change(
     else:
         default = "STOP" if kind == "stop" else "Ciao!"
         message.update({"type": "text", "text": {"body": str(data.get("text", default))}})
+        if data.get("context_id"):  # a text answering a message
+            message["context"] = {"from": config.display_phone_number, "id": str(data["context_id"])}
     return "messages", {**_head(config), "contacts": contacts, "messages": [message]}, message_id

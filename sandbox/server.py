@@ -25,6 +25,7 @@ from sandbox.errors import ONPREM_META, Problem, cloud_error_body, onprem_error_
 from sandbox.faults import FaultPlan, Flake
 from sandbox.inbound import inbound_change
 from sandbox.outcomes import async_failure
+from sandbox.propensity import REPLY_AFTER_S, replies_to, reply_request, timing_for
 from sandbox.rules import OutgoingMessage, check_parameters, lookup_template, parse_message
 from sandbox.samples import sample_templates
 from sandbox.state import SandboxState, SandboxStats
@@ -265,8 +266,20 @@ class Sandbox:
         )
         nth = self.state.accepted_per_recipient.get(message.wa_id, 0)
         rng = random.Random(f"{self.config.seed}:{message.content_key}:{nth}")
-        plan = plan_statuses(accepted, timing=self.config.webhook, rng=rng, counts=self.state.webhooks)
+        template = spec.name if spec is not None else None
+        timing = timing_for(self.config, template)
+        plan = plan_statuses(accepted, timing=timing, rng=rng, counts=self.state.webhooks)
         self.emitter.schedule_statuses(plan, now=now, phone_number_id=phone)
+        if failure is None:
+            for text in replies_to(self.config, template=template, wa_id=message.wa_id):
+                self._reply(reply_request(wa_id=message.wa_id, text=text, context_wamid=wamid), at=now)
+
+    def _reply(self, request: dict[str, Any], *, at: float) -> None:
+        """A recipient's answer (`sandbox.propensity`), emitted as an inbound message webhook."""
+        change = inbound_change(request, config=self.config, state=self.state, wall_s=self.wall())
+        if self.emitter is not None and not isinstance(change, Problem):
+            field, value, _ = change
+            self.emitter.schedule(field=field, value=value, at=at + REPLY_AFTER_S)
 
     def _maybe_pause(self, spec: TemplateSpec, *, sends: int) -> None:
         if spec.status != "APPROVED" or not self.faults.pauses_now(sends):

@@ -204,6 +204,10 @@ class Campaign(SQLModel, table=True):
     deadline: datetime | None = _ts()
     resume_after: datetime | None = _ts()
     parent_id: int | None = Field(default=None, sa_column=Column(sa.Integer(), sa.ForeignKey("campaign.id")))
+    #: A staged rollout (issue #16): stages, wait, seed, guardrail overrides (`campaigns.rollout`); None = none.
+    rollout: dict[str, Any] | None = Field(default=None, sa_column=Column(sa.JSON(), nullable=True))
+    #: The last rollout stage released for sending (0 = the first); rows of later stages are not claimed.
+    rollout_stage: int | None = Field(default=None, sa_column=Column(sa.Integer()))
     created_at: datetime = _created()
     updated_at: datetime = _created()
     planned_at: datetime | None = _ts()
@@ -247,6 +251,8 @@ class Message(SQLModel, table=True):
     next_attempt_at: datetime | None = _ts()
     lease_owner: str | None = Field(default=None, sa_column=Column(sa.String(128)))
     lease_expires_at: datetime | None = _ts()
+    #: The rollout stage of this recipient (drawn at plan time, `campaigns.rollout.stages`); None = no rollout.
+    stage: int | None = Field(default=None, sa_column=Column(sa.SmallInteger()))
     wamid: str | None = Field(default=None, sa_column=Column(sa.String(128), index=True))
     message_status: str | None = Field(default=None, sa_column=Column(sa.String(40)))
     error_code: int | None = Field(default=None, sa_column=Column(sa.Integer()))

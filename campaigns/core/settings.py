@@ -63,27 +63,6 @@ class DatabaseSettings(_Section):
     busy_timeout_s: float = Field(gt=0)
     pool_size: int = Field(ge=1)
     max_overflow: int = Field(ge=0)
-    #: How long a run waits for a database that is unreachable, locked or restarting before it stops (75).
-    outage_wait_s: float = Field(ge=0)
-    #: Where results that could not be written are journaled; "" = next to the SQLite file, else the
-    #: state directory (`journal_directory`).
-    journal_dir: str = ""
-
-    def journal_directory(self) -> Path:
-        """The outcome journal's directory: `journal_dir`, else next to the SQLite file, else the state dir.
-
-        The state directory is systemd's ``$STATE_DIRECTORY``, else ``$XDG_STATE_HOME/wacamp``, else
-        ``~/.local/state/wacamp``.
-        """
-        if self.journal_dir:
-            return Path(self.journal_dir).expanduser()
-        sqlite_file = self.url.partition(":///")[2] if self.url.startswith("sqlite") else ""
-        if sqlite_file and sqlite_file != ":memory:" and "mode=memory" not in sqlite_file:
-            return Path(sqlite_file.partition("?")[0]).expanduser().resolve().parent
-        if state := os.environ.get("STATE_DIRECTORY"):
-            return Path(state.split(":")[0])
-        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-        return Path(base) / "wacamp"
 
 
 class WhatsAppSettings(_Section):
@@ -243,6 +222,19 @@ class ContactSettings(_Section):
     default_region: str
 
 
+class RolloutSettings(_Section):
+    """Staged rollouts: the wait between stages and the guardrails that judge a stage (`campaigns.rollout`)."""
+
+    wait_s: float = Field(gt=0)
+    min_webhook_share: float = Field(ge=0, le=1)
+    max_wait_s: float = Field(gt=0)
+    max_failure_rate: float = Field(ge=0, le=1)
+    max_marketing_limit_share: float = Field(ge=0, le=1)
+    max_optout_rate: float = Field(ge=0, le=1)
+    template_downgrade: float = Field(ge=0, le=1)
+    sender_downgrade: float = Field(ge=0, le=1)
+
+
 class WorkerSettings(_Section):
     poll_s: float = Field(gt=0)
     metrics_host: str
@@ -300,6 +292,7 @@ class Settings(BaseSettings):
     media: MediaSettings
     templates: TemplateSettings
     contacts: ContactSettings
+    rollout: RolloutSettings
     worker: WorkerSettings
     logging: LoggingSettings
     sandbox: SandboxSettings

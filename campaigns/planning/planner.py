@@ -41,6 +41,7 @@ from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 from campaigns.core.models import Campaign, CampaignState, MessageState
 from campaigns.core.settings import Settings
 from campaigns.definitions import bindings_of, template_problems
+from campaigns.rollout.stages import stage_assigner
 from campaigns.templates.catalog import find_templates, record_of
 
 DEFAULT_CHUNK = 5000
@@ -87,6 +88,7 @@ class _RowBuilder:
         self, *, campaign: Campaign, personaliser: Personaliser, api: Any, namespace: str | None
     ) -> None:
         self.campaign_id = campaign.id
+        self.stage_of = stage_assigner(campaign)  # the rollout stage (issue #16), None without one
         self.personaliser = personaliser
         self.formatter = BodyFormatter(
             api=api,
@@ -118,6 +120,7 @@ class _RowBuilder:
             "campaign_id": self.campaign_id,
             "contact_id": contact["id"],
             "phone": contact["phone"],
+            "stage": self.stage_of(contact["id"]),
             "content_hash": rendered.content_hash if rendered else "",
             "dedup_hash": None,
             "state": MessageState.SKIPPED.value,

@@ -1,4 +1,4 @@
-"""staged rollouts and A/B variants (issue #16)
+"""staged rollouts (issue #16): campaign.rollout, campaign.rollout_stage, message.stage
 
 Revision ID: 0005
 Revises: 0004
@@ -7,8 +7,8 @@ Create Date: 2026-12-07 20:20:00
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+from alembic import op
 
 import campaigns.core.dbtypes  # noqa: F401
 
@@ -19,8 +19,16 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table("campaign") as batch:
+        batch.add_column(sa.Column("rollout", sa.JSON(), nullable=True))
+        batch.add_column(sa.Column("rollout_stage", sa.Integer(), nullable=True))
+    with op.batch_alter_table("message") as batch:
+        batch.add_column(sa.Column("stage", sa.SmallInteger(), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("message") as batch:
+        batch.drop_column("stage")
+    with op.batch_alter_table("campaign") as batch:
+        batch.drop_column("rollout_stage")
+        batch.drop_column("rollout")

@@ -34,12 +34,12 @@ from sqlalchemy.engine import Connection, Engine
 from campaigns import control
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import UTCDateTime, utcnow
-from campaigns.core.exceptions import DatabaseUnavailableError
 from campaigns.core.exit_codes import ExitCode
 from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 from campaigns.core.models import Campaign, CampaignState, MessageState
 from campaigns.core.settings import Settings
+from campaigns.rollout.review import GUARDRAIL_PREFIX, Reviewer, Step
 from campaigns.schedule import (
     SendWindow,
     apply_recipient_windows,
@@ -149,6 +149,11 @@ class DueSummary:
     def errors(self) -> int:
         return sum(1 for p in self.passes if p.error is not None)
 
+    @property
+    def guardrail_pauses(self) -> list[PassResult]:
+        """The passes whose rollout review paused their campaign (a guardrail crossed)."""
+        return [p for p in self.passes if p.outcome.startswith(GUARDRAIL_PREFIX)]
+
     def totals(self) -> dict[str, int]:
         """Accepted, failed and unknown over every pass, and the number of campaigns touched."""
         return {
@@ -168,6 +173,7 @@ class DueSummary:
             "stopped_by": self.stopped_by,
             "remaining_campaigns": self.remaining,
             **self.totals(),
+            "paused_by_guardrail": [f"{p.name}: {p.outcome}" for p in self.guardrail_pauses],
             "runs": [
                 {"campaign": p.name, "outcome": p.outcome, "accepted": p.accepted, "error": p.error}
                 for p in self.passes
@@ -298,6 +304,7 @@ def prepare_pass(
     now: datetime,
     until: datetime | None,
     planner: Planner | None = None,
+    reviewer: Reviewer | None = None,
 ) -> PassPlan:
     """Apply deadline, campaign window and recipient windows; say whether and until when to send.
 
@@ -318,6 +325,12 @@ def prepare_pass(
         _change_state(engine, campaign_id, CampaignState.WAITING, now=now, resume_after=gate.until)
         log.info("send window closed", extra={"campaign": campaign.name, "opens_at": gate.until})
         return PassPlan(run=False, outcome="window closed")
+    if reviewer is not None:  # a staged rollout: a stage under review waits, is released, or pauses
+        review = reviewer.before_pass(engine, campaign_id, now=now)
+        if review.step is not Step.SEND:
+            return PassPlan(run=False, outcome=review.outcome)
+        if review.outcome:
+            log.info(review.outcome, extra={"campaign": campaign.name})
     recheck_at = apply_recipient_windows(engine, campaign, now=now)
     return PassPlan(run=True, deadline=_earliest(until, gate.until, recheck_at, campaign.deadline))
 
@@ -351,6 +364,7 @@ async def run_due(
     planner: Planner | None = None,
     lane_of: LaneOf = by_sender,
     gate: PassGate | None = None,
+    reviewer: Reviewer | None = None,
 ) -> DueSummary:
     """Give every due campaign passes, oldest first, until none is due, `until`, or `stop_event`.
 
@@ -372,6 +386,7 @@ async def run_due(
         clock=clock,
         planner=planner,
         gate=gate,
+        reviewer=reviewer,
     )
     while True:
         summary.stopped_by = _stopping(stop_event, until, clock())
@@ -430,6 +445,7 @@ class _PassContext:
     clock: WallClock
     planner: Planner | None
     gate: PassGate | None = None
+    reviewer: Reviewer | None = None
 
 
 async def _one_pass(campaign: DueCampaign, ctx: _PassContext) -> PassResult:
@@ -447,16 +463,19 @@ async def _gated_pass(campaign: DueCampaign, ctx: _PassContext) -> PassResult:
     engine = ctx.engine
     try:
         plan = await asyncio.to_thread(
-            prepare_pass, engine, campaign.id, now=ctx.clock(), until=ctx.until, planner=ctx.planner
+            prepare_pass,
+            engine,
+            campaign.id,
+            now=ctx.clock(),
+            until=ctx.until,
+            planner=ctx.planner,
+            reviewer=ctx.reviewer,
         )
         if not plan.run:
             return PassResult(campaign.id, campaign.name, plan.outcome, sender=campaign.sender)
         log.info("campaign pass starts", extra={"campaign": campaign.name, "pass_deadline": plan.deadline})
         done = await ctx.runner(campaign.id, stop_event=ctx.stop_event, deadline=plan.deadline)
         await asyncio.to_thread(after_pass, engine, campaign.id, now=ctx.clock())
-    except DatabaseUnavailableError as exc:  # not this campaign's failure: the run stops resumably (75)
-        log.warning("campaign pass stopped: %s", exc, extra={"campaign": campaign.name})
-        return PassResult(campaign.id, campaign.name, "database unavailable", sender=campaign.sender)
     except Exception as exc:
         log.exception("campaign pass failed", extra={"campaign": campaign.name})
         failure = f"{type(exc).__name__}: {exc}"

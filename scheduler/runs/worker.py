@@ -24,6 +24,7 @@ from aiohttp import web
 from sqlalchemy.engine import Engine
 
 from campaigns.core.dbtypes import utcnow
+from campaigns.rollout.review import Reviewer
 from scheduler.runs.due import DueSummary, LaneOf, PassGate, Planner, Runner, by_sender, run_due
 from scheduler.runs.metrics import CONTENT_TYPE, WorkerMetrics
 
@@ -44,6 +45,7 @@ class Worker:
         clock: Callable[[], datetime] = utcnow,
         lane_of: LaneOf = by_sender,
         gate: PassGate | None = None,
+        reviewer: Reviewer | None = None,
     ) -> None:
         self.engine = engine
         self.runner = runner
@@ -54,6 +56,8 @@ class Worker:
         self.lane_of = lane_of
         #: Scale-out: the sender leases that let several workers share one PostgreSQL.
         self.gate = gate
+        #: Staged rollouts: judges a stage whose review is due before its campaign's pass.
+        self.reviewer = reviewer
         self.rounds = 0
         self.last_poll: datetime | None = None
         self.running = False
@@ -72,6 +76,7 @@ class Worker:
                     planner=self.planner,
                     lane_of=self.lane_of,
                     gate=self.gate,
+                    reviewer=self.reviewer,
                 )
                 self._record(summary)
                 with contextlib.suppress(TimeoutError):

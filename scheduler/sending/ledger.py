@@ -28,6 +28,7 @@ from campaigns.core.dbtypes import UTCDateTime
 from campaigns.core.models import CONTACT_TABLE as CONTACT
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 from campaigns.core.models import MessageState
+from campaigns.rollout.stages import released
 
 m = MESSAGE.c
 
@@ -125,6 +126,7 @@ def _due_ids(
         sa.select(m.id)
         .where(m.campaign_id == campaign_id, m.state == PLANNED)
         .where(sa.or_(m.next_attempt_at.is_(None), m.next_attempt_at <= now))
+        .where(released(campaign_id))
         .where(~blocked_contact.exists())
         .order_by(m.id)
         .limit(limit)
@@ -420,7 +422,7 @@ def queue_state(conn: Connection, *, campaign_id: int, now: datetime) -> QueueSt
             sa.func.min(sa.case((~is_due, sa.func.coalesce(deferred_until, when)), else_=None)),
             UTCDateTime(),
         ),
-    ).where(m.campaign_id == campaign_id, m.state == PLANNED)
+    ).where(m.campaign_id == campaign_id, m.state == PLANNED, released(campaign_id))
     due, later, first = conn.execute(query).one()
     sending = conn.scalar(sa.select(sa.func.count()).where(m.campaign_id == campaign_id, m.state == SENDING))
     return QueueState(due=int(due), later=int(later), next_due_at=first, sending=int(sending or 0))

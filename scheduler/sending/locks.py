@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from campaigns.core.db import is_sqlite, safe_url
-from campaigns.core.exceptions import LockedError
+from campaigns.core.exceptions import LockedError, is_passing_database_trouble
+
+log = logging.getLogger(__name__)
 
 #: The lock every sending loop (run-due, worker) takes.
 SEND_LOCK = "run-due"
@@ -101,8 +104,7 @@ def _advisory_lock(engine: Engine, name: str) -> Iterator[None]:
         try:
             yield
         finally:
-            conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-            conn.commit()
+            _unlock(conn, "SELECT pg_advisory_unlock(:key)", key)
 
 
 @contextmanager
@@ -130,5 +132,15 @@ def worker_lock(engine: Engine, name: str = SEND_LOCK) -> Iterator[None]:
         try:
             yield
         finally:
-            conn.execute(sa.text("SELECT pg_advisory_unlock_shared(:key)"), {"key": key})
-            conn.commit()
+            _unlock(conn, "SELECT pg_advisory_unlock_shared(:key)", key)
+
+
+def _unlock(conn: sa.Connection, statement: str, key: int) -> None:
+    """Release an advisory lock; a session the server dropped (a restart) released it already."""
+    try:
+        conn.execute(sa.text(statement), {"key": key})
+        conn.commit()
+    except sa.exc.DBAPIError as exc:
+        if not is_passing_database_trouble(exc):
+            raise
+        log.warning("the send lock's session was lost (the database restarted): the lock ended with it")

@@ -20,6 +20,7 @@ from campaigns import control
 from campaigns.core.exceptions import LockedError
 from campaigns.core.models import CAMPAIGN_RUN_TABLE as CAMPAIGN_RUN
 from campaigns.core.models import CampaignState
+from campaigns.rollout.review import stage_end
 from scheduler.sending import ledger
 from scheduler.sending.budget import TierBudget
 from scheduler.sending.run_report import RunEnd, RunStats, StopReason
@@ -117,6 +118,11 @@ def idle_decision(conn: Connection, *, campaign_id: int, budget: TierBudget, now
             f"{queue.later} rows are deferred: the first is due at {queue.next_due_at:%Y-%m-%d %H:%M} UTC"
         )
         return RunEnd(StopReason.WAITING, message, queue.next_due_at)
+    stage_wait = stage_end(conn, campaign_id, now=now)  # a staged rollout: later stages wait for review
+    if stage_wait is not None:
+        return RunEnd(StopReason.WAITING, stage_wait.message, stage_wait.until)
+    if ledger.queue_state(conn, campaign_id=campaign_id, now=now).due:
+        return None  # an empty stage was skipped: the next one is released
     return RunEnd(StopReason.COMPLETED, "every row has an outcome")
 
 
@@ -145,7 +151,7 @@ def record_campaign_state(conn: Connection, *, campaign_id: int, end: RunEnd, no
         control.change_state(
             conn, campaign_id, CampaignState.COMPLETED, now=now, finished_at=now, only_from=movable
         )
-    elif reason in (StopReason.BUDGET, StopReason.WAITING, StopReason.SIGNAL, StopReason.DATABASE):
+    elif reason in (StopReason.BUDGET, StopReason.WAITING, StopReason.SIGNAL):
         resume_after = end.resume_after or now
         control.change_state(
             conn, campaign_id, CampaignState.WAITING, now=now, resume_after=resume_after, only_from=movable

@@ -9,7 +9,12 @@ import traceback
 import click
 import sqlalchemy as sa
 
-from campaigns.core.exceptions import LockedError, WacampError
+from campaigns.core.exceptions import (
+    DatabaseUnavailableError,
+    LockedError,
+    WacampError,
+    is_passing_database_trouble,
+)
 from campaigns.core.exit_codes import ExitCode
 from wacamp.cli import (
     campaigns_cmd,
@@ -108,6 +113,11 @@ def as_wacamp_error(exc: Exception) -> Exception:
     if isinstance(exc, sa.exc.OperationalError) and "database is locked" in str(exc.orig):
         return LockedError(
             "the database is busy: another wacamp process is writing to it; try again when it is done"
+        )
+    if is_passing_database_trouble(exc):  # unreachable, restarting: nothing was half-done, try later
+        orig = getattr(exc, "orig", exc)
+        return DatabaseUnavailableError(
+            f"the database did not answer ({str(orig).strip()[:200]}); try again later"
         )
     return exc
 

@@ -13,6 +13,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from campaigns.control import find_campaign, ledger_counts
+from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import UserError
 from campaigns.core.models import Campaign
 from campaigns.definitions import (
@@ -25,7 +26,9 @@ from campaigns.definitions import (
 )
 from campaigns.planning.planner import plan_campaign
 from campaigns.planning.summary import PlanSummary, format_duration, plan_summary
+from campaigns.rollout.review import describe as describe_rollout
 from wacamp.cli.common import AppContext, err_console, json_option, out_console, pass_app, print_json
+from wacamp.cli.rollout_cmd import checked_rollout, rollout_options, store_rollout
 from wacamp.cli.schedule_cmd import checked_schedule, schedule_options, store_new_schedule
 
 
@@ -89,6 +92,7 @@ def _assignments(ctx: click.Context, param: click.Parameter, values: tuple[str, 
     help="Payload of a quick-reply button (echoed back when tapped).",
 )
 @schedule_options()
+@rollout_options()
 @click.option("--sender", help="Sender name from the config (default: the first configured sender).")
 @json_option
 @pass_app
@@ -121,9 +125,17 @@ def create_cmd(
           --param first_name={first_name} --at 2026-03-01T09:00+01:00
       wacamp campaigns create night --list it --template promo --language it --param 1={first_name} \\
           --at '2026-03-01 22:00' --tz Europe/Rome --window 22:00-06:00 --deadline '2026-03-03 06:00'
+      wacamp campaigns create careful --list it --template promo --language it --param 1={first_name} \\
+          --at now --rollout 2%,10%,100% --rollout-wait 30m --guardrail max_optout_rate=0.01
+
+    With --rollout the campaign goes out in stages: after each one `run-due` / `worker` wait
+    --rollout-wait, then judge the stage by the [rollout] guardrails (failures, 131049, opt-outs,
+    template and sender downgrades): the next stage goes out by itself, or the campaign pauses with
+    the reason (`campaigns show`; `campaigns resume --override-guardrail` goes on anyway).
 
     With --at the campaign is sent by `wacamp run-due` / `wacamp worker` (see `campaigns schedule`).
     """
+    rollout = checked_rollout(app.engine, app.settings, schedule, list_name=list_name_)
     checked = checked_schedule(schedule)
     definition = CampaignDefinition(
         name=name,
@@ -137,9 +149,11 @@ def create_cmd(
         sender_name=sender,
     )
     campaign = create_campaign(app.engine, settings=app.settings, definition=definition)
+    if campaign.id is not None:
+        store_rollout(app.engine, campaign.id, rollout)
     if checked is not None and campaign.id is not None:
         store_new_schedule(app.engine, campaign.id, checked)
-        campaign = find_campaign(app.engine, campaign.id)
+    campaign = find_campaign(app.engine, int(campaign.id or 0))
     if as_json:
         print_json(_definition(app, campaign))
         return
@@ -251,6 +265,8 @@ def show_cmd(app: AppContext, campaign: str, as_json: bool) -> None:
     """Show a campaign: its definition, state (and pause reason) and ledger counts."""
     target = find_campaign(app.engine, campaign)
     data = {**_definition(app, target), "ledger": ledger_counts(app.engine, int(target.id or 0)).as_dict()}
+    with app.engine.connect() as conn:
+        data["rollout"] = describe_rollout(conn, target, now=utcnow())
     if as_json:
         print_json(data)
         return

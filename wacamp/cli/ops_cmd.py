@@ -26,6 +26,7 @@ from campaigns.core.exceptions import LockedError
 from campaigns.core.exit_codes import ExitCode
 from campaigns.core.logging_setup import configure_logging
 from campaigns.core.settings import SenderSettings, Settings
+from campaigns.rollout.review import Reviewer
 from campaigns.schedule import parse_duration_s, parse_until
 from scheduler.providers.base import Provider
 from scheduler.runs.dispatch_runner import DispatcherRunner
@@ -139,6 +140,8 @@ def log_summary(summary: DueSummary, *, deadline: datetime | None) -> None:
         f"run-due finished: {data['outcome']} (exit {data['exit_code']}), {data['campaigns']} campaign(s), "
         f"{data['accepted']} accepted, {data['failed']} failed, {data['unknown']} unknown"
     )
+    for paused in summary.guardrail_pauses:
+        message += f"; paused {paused.name}: {paused.outcome}"
     level = logging.ERROR if summary.errors else logging.INFO
     log.log(level, message, extra={**data, "until": deadline, "campaign_runs": runs})
 
@@ -153,6 +156,11 @@ def log_summary(summary: DueSummary, *, deadline: datetime | None) -> None:
     help="Stop cleanly at this time: HH:MM (next occurrence in --tz) or a full time.",
 )
 @click.option("--tz", default="UTC", show_default=True, metavar="ZONE", help="Time zone of --until.")
+@click.option(
+    "--fail-on-guardrail",
+    is_flag=True,
+    help="Exit 1 when a rollout stage crossed a guardrail and its campaign was paused (for alerting).",
+)
 @log_options
 @json_option
 @pass_app
@@ -161,6 +169,7 @@ def run_due_command(
     max_duration: str | None,
     until: str | None,
     tz: str,
+    fail_on_guardrail: bool,
     log_format: str | None,
     log_file: str | None,
     log_level: str | None,
@@ -170,12 +179,14 @@ def run_due_command(
 
     \b
     Due: scheduled (`campaigns schedule`) and its time has come; waiting for tier budget or a send
-    window that has now opened; or interrupted (its last run was killed).
+    window that has now opened; or interrupted (its last run was killed); or a staged rollout whose
+    stage is due for review (the guardrails judge it: the next stage goes out, or the campaign pauses).
     \b
     Examples:
       wacamp run-due                                   until nothing is due now
       wacamp run-due --until 06:00 --tz Europe/Rome    a nightly run that stops at 6 in the morning
       wacamp run-due --max-duration 6h --log-format json --log-file /var/log/wacamp/run-due.log
+      wacamp run-due --fail-on-guardrail               exit 1 when a rollout stage paused its campaign
     \b
     At most one run-due (or worker) sends per database: a second one exits at once, sends nothing.
     Exit codes: 0 nothing left for now; 75 work remains for a later run (or another run holds the
@@ -197,6 +208,8 @@ def run_due_command(
     if as_json:
         print_json(summary.as_dict())
     # sys.exit, not click's Exit: `main` runs click with standalone_mode=False, which swallows Exit codes.
+    if fail_on_guardrail and summary.guardrail_pauses:
+        sys.exit(ExitCode.FAILED)
     sys.exit(summary.exit_code())
 
 
@@ -217,6 +230,7 @@ async def _run_due(
             until=deadline,
             planner=make_planner(engine, settings),
             lane_of=lanes_for(engine, settings),
+            reviewer=Reviewer(settings),
         )
     finally:
         if status is not None:
@@ -316,6 +330,7 @@ async def _run_worker(
         metrics=metrics,
         planner=make_planner(engine, settings),
         gate=scale_out.gate,
+        reviewer=Reviewer(settings),
     )
     reaping = asyncio.create_task(scale_out.reaper.run(stop), name="reaper") if scale_out.reaper else None
     try:

@@ -22,6 +22,7 @@ from campaigns import control
 from campaigns.core.exit_codes import ExitCode
 from campaigns.core.models import CampaignState
 from campaigns.core.settings import Settings
+from campaigns.rollout.review import override as override_rollout_guardrail
 from scheduler.providers.base import Provider
 from scheduler.sending import resolve
 from scheduler.sending.dispatch import Dispatcher
@@ -287,16 +288,26 @@ def pause_command(app: AppContext, /, name: str, reason: str, as_json: bool) -> 
 
 @click.command("resume")
 @click.argument("name")
+@click.option(
+    "--override-guardrail",
+    is_flag=True,
+    help="A staged rollout paused by a guardrail: release the next stage anyway (without it, the "
+    "paused stage is judged again).",
+)
 @json_option
 @pass_app
-def resume_command(app: AppContext, /, name: str, as_json: bool) -> None:
+def resume_command(app: AppContext, /, name: str, override_guardrail: bool, as_json: bool) -> None:
     """Make a paused or waiting campaign runnable again; `campaigns run` continues where it stopped.
 
     \b
-    Example:
+    Examples:
       wacamp campaigns resume spring-sale && wacamp campaigns run spring-sale
+      wacamp campaigns resume careful --override-guardrail     the next rollout stage goes out
     """
-    ref = control.resume(app.engine, name)
+    if override_guardrail:
+        ref = override_rollout_guardrail(app.engine, name)
+    else:
+        ref = control.resume(app.engine, name)
     _print_state(ref, as_json=as_json)
 
 
