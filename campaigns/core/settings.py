@@ -63,6 +63,27 @@ class DatabaseSettings(_Section):
     busy_timeout_s: float = Field(gt=0)
     pool_size: int = Field(ge=1)
     max_overflow: int = Field(ge=0)
+    #: How long a run waits for a database that is unreachable, locked or restarting before it stops (75).
+    outage_wait_s: float = Field(ge=0)
+    #: Where results that could not be written are journaled; "" = next to the SQLite file, else the
+    #: state directory (`journal_directory`).
+    journal_dir: str = ""
+
+    def journal_directory(self) -> Path:
+        """The outcome journal's directory: `journal_dir`, else next to the SQLite file, else the state dir.
+
+        The state directory is systemd's ``$STATE_DIRECTORY``, else ``$XDG_STATE_HOME/wacamp``, else
+        ``~/.local/state/wacamp``.
+        """
+        if self.journal_dir:
+            return Path(self.journal_dir).expanduser()
+        sqlite_file = self.url.partition(":///")[2] if self.url.startswith("sqlite") else ""
+        if sqlite_file and sqlite_file != ":memory:" and "mode=memory" not in sqlite_file:
+            return Path(sqlite_file.partition("?")[0]).expanduser().resolve().parent
+        if state := os.environ.get("STATE_DIRECTORY"):
+            return Path(state.split(":")[0])
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "wacamp"
 
 
 class WhatsAppSettings(_Section):

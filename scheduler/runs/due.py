@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 from campaigns import control
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import UTCDateTime, utcnow
+from campaigns.core.exceptions import DatabaseUnavailableError
 from campaigns.core.exit_codes import ExitCode
 from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
@@ -476,6 +477,9 @@ async def _gated_pass(campaign: DueCampaign, ctx: _PassContext) -> PassResult:
         log.info("campaign pass starts", extra={"campaign": campaign.name, "pass_deadline": plan.deadline})
         done = await ctx.runner(campaign.id, stop_event=ctx.stop_event, deadline=plan.deadline)
         await asyncio.to_thread(after_pass, engine, campaign.id, now=ctx.clock())
+    except DatabaseUnavailableError as exc:  # not this campaign's failure: the run stops resumably (75)
+        log.warning("campaign pass stopped: %s", exc, extra={"campaign": campaign.name})
+        return PassResult(campaign.id, campaign.name, "database unavailable", sender=campaign.sender)
     except Exception as exc:
         log.exception("campaign pass failed", extra={"campaign": campaign.name})
         failure = f"{type(exc).__name__}: {exc}"

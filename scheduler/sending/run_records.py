@@ -151,7 +151,7 @@ def record_campaign_state(conn: Connection, *, campaign_id: int, end: RunEnd, no
         control.change_state(
             conn, campaign_id, CampaignState.COMPLETED, now=now, finished_at=now, only_from=movable
         )
-    elif reason in (StopReason.BUDGET, StopReason.WAITING, StopReason.SIGNAL):
+    elif reason in (StopReason.BUDGET, StopReason.WAITING, StopReason.SIGNAL, StopReason.DATABASE):
         resume_after = end.resume_after or now
         control.change_state(
             conn, campaign_id, CampaignState.WAITING, now=now, resume_after=resume_after, only_from=movable
