@@ -27,6 +27,7 @@ from campaigns.core.dbtypes import utcnow
 from campaigns.rollout.review import Reviewer
 from scheduler.runs.due import DueSummary, LaneOf, PassGate, Planner, Runner, by_sender, run_due
 from scheduler.runs.metrics import CONTENT_TYPE, WorkerMetrics
+from scheduler.sending.outage import DatabaseWait
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class Worker:
         lane_of: LaneOf = by_sender,
         gate: PassGate | None = None,
         reviewer: Reviewer | None = None,
+        outage_wait_s: float = 300.0,
     ) -> None:
         self.engine = engine
         self.runner = runner
@@ -61,29 +63,39 @@ class Worker:
         self.rounds = 0
         self.last_poll: datetime | None = None
         self.running = False
+        self._stop: asyncio.Event | None = None
+        #: Database trouble between passes is waited out too; a stop request gives up at once.
+        self.db_wait = DatabaseWait(
+            outage_wait_s=outage_wait_s, give_up_early=lambda: self._stop is not None and self._stop.is_set()
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll and send until `stop` is set; returns once in-flight work is written."""
         self.running = True
+        self._stop = stop
         log.info("worker started", extra={"poll_s": self.poll_s})
         try:
             while not stop.is_set():
-                summary = await run_due(
-                    self.engine,
-                    runner=self.runner,
-                    stop_event=stop,
-                    clock=self.clock,
-                    planner=self.planner,
-                    lane_of=self.lane_of,
-                    gate=self.gate,
-                    reviewer=self.reviewer,
-                )
+                # between passes too, database trouble is waited out (up to outage_wait_s, then exit 75)
+                summary = await self.db_wait.run(lambda: self._round(stop), what="the worker's next round")
                 self._record(summary)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.poll_s)
         finally:
             self.running = False
             log.info("worker stopped", extra={"rounds": self.rounds})
+
+    async def _round(self, stop: asyncio.Event) -> DueSummary:
+        return await run_due(
+            self.engine,
+            runner=self.runner,
+            stop_event=stop,
+            clock=self.clock,
+            planner=self.planner,
+            lane_of=self.lane_of,
+            gate=self.gate,
+            reviewer=self.reviewer,
+        )
 
     def _record(self, summary: DueSummary) -> None:
         self.rounds += 1

@@ -9,6 +9,7 @@ invariant), nobody is sent twice and nobody is left without a recorded state.
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import time
@@ -158,6 +159,40 @@ async def test_a_write_lock_held_by_another_process_mid_run_is_waited_out_in_the
     assert result.unknown_accepted == 0, result
     assert sum(result.by_state.values()) == len(recipients)
     assert not journal_files(tmp_path), "the journal is deleted once its results are written"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_a_worker_waits_out_a_write_lock_held_by_another_process_and_completes_the_campaign(
+    sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
+) -> None:
+    """The worker uses the same dispatcher and writer: 8 s of lock over a 1 s busy timeout, no loss."""
+    async with served_sandbox("--mps", "0", "--pair-spacing-s", "0", cwd=tmp_path) as sandbox:
+        env = sqlite_run_env(sandbox.base_url, sqlite_url, rate=80, busy_timeout_s=1.0)
+        recipients = phones(400)
+        cid = make_campaign(
+            sqlite_engine,
+            sandbox_settings(sandbox.base_url),
+            name="l",
+            recipients=recipients,
+            scheduled_at=utcnow(),
+        )
+        worker = await start("worker", "--poll-s", "0.2", "--metrics-port", "0", env=env, cwd=tmp_path)
+        await wait_touched(sqlite_engine, cid, 120, worker)
+        locker = hold_write_lock(Path(sqlite_url.removeprefix("sqlite:///")), 8.0)
+        deadline = time.monotonic() + 120
+        while campaign_state(sqlite_engine, cid) != "completed":
+            assert worker.returncode is None and time.monotonic() < deadline, "the worker did not finish"
+            await asyncio.sleep(0.2)
+        worker.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(worker.communicate(), timeout=60)
+        locker.communicate(timeout=60)
+        assert worker.returncode == 0, err.decode()[-3000:]
+        result = audit(sqlite_engine, [cid], await sandbox.stats())
+    record_audit(result, len(recipients))
+    assert result.clean, result
+    assert result.unknown_accepted == 0, result
+    assert sum(result.by_state.values()) == len(recipients)
 
 
 @pytest.mark.timeout(240)

@@ -331,6 +331,7 @@ async def _run_worker(
         planner=make_planner(engine, settings),
         gate=scale_out.gate,
         reviewer=Reviewer(settings),
+        outage_wait_s=settings.database.outage_wait_s,
     )
     reaping = asyncio.create_task(scale_out.reaper.run(stop), name="reaper") if scale_out.reaper else None
     try:
