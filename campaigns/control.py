@@ -51,7 +51,7 @@ ALLOWED: dict[CampaignState, frozenset[CampaignState]] = {
     S.PLANNED: frozenset({S.RUNNING, S.WAITING, S.PAUSED, S.CANCELLED, S.COMPLETED}),
     S.RUNNING: frozenset({S.RUNNING, S.WAITING, S.PAUSED, S.CANCELLED, S.COMPLETED}),
     S.WAITING: frozenset({S.PLANNED, S.RUNNING, S.WAITING, S.PAUSED, S.CANCELLED, S.COMPLETED}),
-    S.PAUSED: frozenset({S.PLANNED, S.CANCELLED}),
+    S.PAUSED: frozenset({S.DRAFT, S.PLANNED, S.CANCELLED}),
     S.COMPLETED: frozenset({S.PLANNED, S.RUNNING}),
     S.CANCELLED: frozenset(),
 }
@@ -215,8 +215,15 @@ def resume(engine: Engine, name_or_id: str) -> CampaignRef:
             raise IllegalTransition(
                 name=campaign.name, current=campaign.state, target=S.PLANNED, refusal=refusal
             )
-        change_state(conn, campaign.id, S.PLANNED, now=utcnow(), refusal=refusal)
+        # A campaign paused before it was ever planned has no ledger: it goes back to draft, not planned
+        # (planned with no rows would "complete" at the next run having sent nothing).
+        target = S.PLANNED if _has_ledger(conn, campaign.id) else S.DRAFT
+        change_state(conn, campaign.id, target, now=utcnow(), refusal=refusal)
         return reload(conn, campaign.id)
+
+
+def _has_ledger(conn: Connection, campaign_id: int) -> bool:
+    return bool(conn.scalar(sa.select(sa.exists().where(MESSAGE.c.campaign_id == campaign_id))))
 
 
 # ---------------------------------------------------------------------------------- ledger counts

@@ -105,6 +105,13 @@ def test_pause_resume_and_cancel_go_through_change_state(
     assert ledger_counts(engine, campaign_id).skipped_by_reason == {"cancelled": 2}
 
 
+def test_resuming_a_campaign_paused_before_it_was_planned_returns_it_to_draft(engine: Engine) -> None:
+    seed_campaign(engine, name="spring", state=S.DRAFT.value, phones=[])
+    control.pause(engine, "spring")
+    # planned with no ledger would "complete" at the next run having sent nothing: back to draft instead
+    assert control.resume(engine, "spring").state == "draft"
+
+
 @pytest.mark.parametrize("state", [S.COMPLETED, S.CANCELLED])
 def test_pause_refuses_a_finished_campaign(engine: Engine, state: CampaignState) -> None:
     seed_campaign(engine, name="spring", state=state.value)

@@ -35,6 +35,7 @@ EXPECTED_LEGAL = {
     (S.WAITING, S.CANCELLED),
     (S.WAITING, S.COMPLETED),
     (S.PAUSED, S.PLANNED),  # resume
+    (S.PAUSED, S.DRAFT),  # resume of a campaign paused before it was planned
     (S.PAUSED, S.CANCELLED),
     (S.COMPLETED, S.PLANNED),  # resolve --resend-unknown
     (S.COMPLETED, S.RUNNING),  # `campaigns run` on a finished campaign
