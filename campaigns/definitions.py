@@ -19,12 +19,14 @@ from campaigns.content.personalisation import BindingError, Bindings, binding_pr
 from campaigns.control import change_state, find_campaign
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
-from campaigns.core.exceptions import ConfigError, ValidationFailed
+from campaigns.core.exceptions import ConfigError, UserError, ValidationFailed
 from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
 from campaigns.core.models import CONTACT_LIST_TABLE as LIST
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 from campaigns.core.models import Campaign, CampaignState, MessageState, Template
 from campaigns.core.settings import Settings
+from campaigns.segments.parser import parse
+from campaigns.segments.saved import find_segment
 from campaigns.templates.catalog import find_templates, record_of
 
 CANCELLED_REASON = "cancelled"
@@ -44,6 +46,8 @@ class CampaignDefinition:
     button_payloads: Mapping[str, str] = field(default_factory=dict)
     scheduled_at: datetime | None = None
     sender_name: str | None = None
+    where: str | None = None  # a segment expression (docs/contacts.md, "Segments")
+    segment: str | None = None  # or the name of a saved one; its expression is copied
 
 
 def bindings_of(campaign: Campaign) -> Bindings:
@@ -129,6 +133,7 @@ def create_campaign(
         sender_name = settings.sender(definition.sender_name).name
     except ConfigError as exc:
         problems.append(str(exc))
+    where = _audience(engine, definition, problems)
     at = now or utcnow()
     with write_transaction(engine) as conn:
         problems = _name_problems(conn, definition.name) + problems
@@ -153,11 +158,28 @@ def create_campaign(
             "scheduled_at": definition.scheduled_at,
             "timezone": "UTC",
             "recipient_local_time": False,
+            "audience_where": where,
+            "audience_segment": definition.segment,
             "created_at": at,
             "updated_at": at,
         }
         conn.execute(sa.insert(CAMPAIGN), row)
     return find_campaign(engine, definition.name)
+
+
+def _audience(engine: Engine, definition: CampaignDefinition, problems: list[str]) -> str | None:
+    """The segment expression the campaign keeps (checked), from --where or a saved segment."""
+    if definition.where is not None and definition.segment is not None:
+        problems.append("give either a --where expression or a --segment, not both")
+        return None
+    try:
+        if definition.segment is not None:
+            return find_segment(engine, definition.segment).expression
+        if definition.where is not None:
+            parse(definition.where)
+    except UserError as exc:
+        problems.append(str(exc))
+    return definition.where
 
 
 def list_campaigns(engine: Engine) -> list[Campaign]:

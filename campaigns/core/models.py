@@ -204,6 +204,10 @@ class Campaign(SQLModel, table=True):
     deadline: datetime | None = _ts()
     resume_after: datetime | None = _ts()
     parent_id: int | None = Field(default=None, sa_column=Column(sa.Integer(), sa.ForeignKey("campaign.id")))
+    #: The audience: only list members matching this segment expression (issue #15); None = all.
+    audience_where: str | None = Field(default=None, sa_column=Column(sa.Text()))
+    #: The saved segment the expression was copied from at creation, for display.
+    audience_segment: str | None = Field(default=None, sa_column=Column(sa.String(200)))
     #: A staged rollout (issue #16): stages, wait, seed, guardrail overrides (`campaigns.rollout`); None = none.
     rollout: dict[str, Any] | None = Field(default=None, sa_column=Column(sa.JSON(), nullable=True))
     #: The last rollout stage released for sending (0 = the first); rows of later stages are not claimed.
@@ -213,6 +217,18 @@ class Campaign(SQLModel, table=True):
     planned_at: datetime | None = _ts()
     started_at: datetime | None = _ts()
     finished_at: datetime | None = _ts()
+
+
+class Segment(SQLModel, table=True):
+    """A saved segment: a named `--where` expression (`wacamp segments create`)."""
+
+    __tablename__ = "segment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=Column(sa.String(200), nullable=False, unique=True))
+    expression: str = Field(sa_column=Column(sa.Text(), nullable=False))
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
 
 
 class Message(SQLModel, table=True):
@@ -379,6 +395,7 @@ LIST_MEMBER_TABLE = _table(ListMember)
 TEMPLATE_TABLE = _table(Template)
 SENDER_TABLE = _table(Sender)
 CAMPAIGN_TABLE = _table(Campaign)
+SEGMENT_TABLE = _table(Segment)
 MESSAGE_TABLE = _table(Message)
 WEBHOOK_INBOX_TABLE = _table(WebhookInbox)
 MEDIA_UPLOAD_TABLE = _table(MediaUpload)

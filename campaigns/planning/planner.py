@@ -42,6 +42,7 @@ from campaigns.core.models import Campaign, CampaignState, MessageState
 from campaigns.core.settings import Settings
 from campaigns.definitions import bindings_of, template_problems
 from campaigns.rollout.stages import stage_assigner
+from campaigns.segments.audience import segment_condition
 from campaigns.templates.catalog import find_templates, record_of
 
 DEFAULT_CHUNK = 5000
@@ -205,7 +206,12 @@ def _write_chunk(
 
 
 def _members_query(
-    campaign: Campaign, *, after_id: int, limit: int, only_contacts: sa.Select[Any] | None
+    campaign: Campaign,
+    *,
+    after_id: int,
+    limit: int,
+    only_contacts: sa.Select[Any] | None,
+    segment: sa.ColumnElement[bool] | None = None,
 ) -> Any:
     """The next `limit` list members after `after_id`, in contact id order (keyset, O(limit))."""
     query = (
@@ -224,11 +230,19 @@ def _members_query(
     )
     if only_contacts is not None:
         query = query.where(MEMBER.c.contact_id.in_(only_contacts.scalar_subquery()))
+    if segment is not None:  # the campaign's audience (--where / --segment), a condition on CONTACT
+        query = query.where(segment)
     return query
 
 
 def _next_members(
-    conn: Connection, campaign: Campaign, *, after_id: int, limit: int, only_contacts: sa.Select[Any] | None
+    conn: Connection,
+    campaign: Campaign,
+    *,
+    after_id: int,
+    limit: int,
+    only_contacts: sa.Select[Any] | None,
+    segment: sa.ColumnElement[bool] | None = None,
 ) -> tuple[list[Any], int | None]:
     """The next batch of members without a ledger row in this campaign, and where the batch ended.
 
@@ -238,7 +252,9 @@ def _next_members(
     members = [
         row._mapping
         for row in conn.execute(
-            _members_query(campaign, after_id=after_id, limit=limit, only_contacts=only_contacts)
+            _members_query(
+                campaign, after_id=after_id, limit=limit, only_contacts=only_contacts, segment=segment
+            )
         )
     ]
     if not members:
@@ -291,8 +307,9 @@ def plan_campaign(
 
     Safe to call again (it adds only new members) and from several processes (the unique
     constraints decide). `only_contacts` (a select of contact ids) narrows the recipients, e.g. for a
-    retry campaign. `progress` is called with the number of rows written after each batch. A draft
-    campaign becomes `planned`; a cancelled or completed one is refused.
+    retry campaign; the campaign's segment (`audience_where`) narrows them to the members it keeps.
+    `progress` is called with the number of rows written after each batch. A draft campaign becomes
+    `planned`; a cancelled or completed one is refused.
     """
     target = campaign if isinstance(campaign, Campaign) else find_campaign(engine, campaign)
     if target.state in (CampaignState.CANCELLED, CampaignState.COMPLETED):
@@ -305,12 +322,18 @@ def plan_campaign(
         namespace=namespace,
     )
     at = now or utcnow()
+    segment = segment_condition(engine, target.audience_where, now=at)
     planned, deferred, skipped = 0, 0, Counter[str]()
     after_id = 0
     while True:
         with engine.connect() as conn:
             contacts, last_id = _next_members(
-                conn, target, after_id=after_id, limit=chunk_size, only_contacts=only_contacts
+                conn,
+                target,
+                after_id=after_id,
+                limit=chunk_size,
+                only_contacts=only_contacts,
+                segment=segment,
             )
         if last_id is None:
             break

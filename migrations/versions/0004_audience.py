@@ -7,10 +7,10 @@ Create Date: 2026-12-07 20:20:00
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+from alembic import op
 
-import campaigns.core.dbtypes  # noqa: F401
+import campaigns.core.dbtypes
 
 revision: str = "0004"
 down_revision: str | None = "0003"
@@ -19,8 +19,23 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        "segment",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("expression", sa.Text(), nullable=False),
+        sa.Column("created_at", campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("name"),
+    )
+    with op.batch_alter_table("campaign", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("audience_where", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("audience_segment", sa.String(length=200), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("campaign", schema=None) as batch_op:
+        batch_op.drop_column("audience_segment")
+        batch_op.drop_column("audience_where")
+    op.drop_table("segment")

@@ -28,6 +28,7 @@ from wacamp.cli import (
     run_cmd,
     sandbox_cmd,
     schedule_cmd,
+    segments_cmd,
     templates_cmd,
     webhooks_cmd,
 )
@@ -68,7 +69,16 @@ def cli(ctx: click.Context, config_file: str | None, database_url: str | None, d
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr)
 
 
-for _module in (config_cmd, db_cmd, contacts_cmd, templates_cmd, campaigns_cmd, sandbox_cmd, webhooks_cmd):
+for _module in (
+    config_cmd,
+    db_cmd,
+    contacts_cmd,
+    segments_cmd,
+    templates_cmd,
+    campaigns_cmd,
+    sandbox_cmd,
+    webhooks_cmd,
+):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 for _command in ops_cmd.COMMANDS:

@@ -27,6 +27,7 @@ from campaigns.definitions import (
 from campaigns.planning.planner import plan_campaign
 from campaigns.planning.summary import PlanSummary, format_duration, plan_summary
 from campaigns.rollout.review import describe as describe_rollout
+from campaigns.segments.audience import count_segment
 from wacamp.cli.common import AppContext, err_console, json_option, out_console, pass_app, print_json
 from wacamp.cli.rollout_cmd import checked_rollout, rollout_options, store_rollout
 from wacamp.cli.schedule_cmd import checked_schedule, schedule_options, store_new_schedule
@@ -94,6 +95,15 @@ def _assignments(ctx: click.Context, param: click.Parameter, values: tuple[str, 
 @schedule_options()
 @rollout_options()
 @click.option("--sender", help="Sender name from the config (default: the first configured sender).")
+@click.option(
+    "--where",
+    metavar="EXPR",
+    help="Send only to the list members this segment expression keeps, e.g. "
+    "'citta = \"Milano\" and eta >= 30' (the language: `wacamp segments --help`).",
+)
+@click.option(
+    "--segment", metavar="NAME", help="Like --where, with a saved segment (`wacamp segments list`)."
+)
 @json_option
 @pass_app
 def create_cmd(
@@ -108,6 +118,8 @@ def create_cmd(
     header_media_url: str | None,
     button_payloads: dict[str, str],
     sender: str | None,
+    where: str | None,
+    segment: str | None,
     as_json: bool,
     **schedule: Any,
 ) -> None:
@@ -127,13 +139,17 @@ def create_cmd(
           --at '2026-03-01 22:00' --tz Europe/Rome --window 22:00-06:00 --deadline '2026-03-03 06:00'
       wacamp campaigns create careful --list it --template promo --language it --param 1={first_name} \\
           --at now --rollout 2%,10%,100% --rollout-wait 30m --guardrail max_optout_rate=0.01
+      wacamp campaigns create milan --list customers --template promo --language it \\
+          --param 1={first_name} --where 'citta = "Milano" and eta >= 30'
 
     With --rollout the campaign goes out in stages: after each one `run-due` / `worker` wait
     --rollout-wait, then judge the stage by the [rollout] guardrails (failures, 131049, opt-outs,
     template and sender downgrades): the next stage goes out by itself, or the campaign pauses with
     the reason (`campaigns show`; `campaigns resume --override-guardrail` goes on anyway).
 
-    With --at the campaign is sent by `wacamp run-due` / `wacamp worker` (see `campaigns schedule`).
+    With --where or --segment only the list members the segment keeps are planned (`campaigns plan`
+    says how many it kept and dropped). With --at the campaign is sent by `wacamp run-due` /
+    `wacamp worker` (see `campaigns schedule`).
     """
     rollout = checked_rollout(app.engine, app.settings, schedule, list_name=list_name_)
     checked = checked_schedule(schedule)
@@ -147,6 +163,8 @@ def create_cmd(
         header_media_url=header_media_url,
         button_payloads=button_payloads,
         sender_name=sender,
+        where=where,
+        segment=segment,
     )
     campaign = create_campaign(app.engine, settings=app.settings, definition=definition)
     if campaign.id is not None:
@@ -181,10 +199,30 @@ def plan_cmd(app: AppContext, campaign: str, as_json: bool) -> None:
         )
     err_console.print(f"added {outcome.added} ledger rows ({outcome.planned} to send)")
     summary = plan_summary(app.engine, settings=app.settings, campaign=find_campaign(app.engine, target.name))
+    kept = _segment_counts(app, target)
     if as_json:
-        print_json({**summary.as_dict(), "added": outcome.added})
+        print_json({**summary.as_dict(), "added": outcome.added, "segment": kept})
         return
+    if kept is not None:
+        click.echo(
+            f"segment: kept {kept['kept']} of {kept['members']} list members, dropped {kept['dropped']} "
+            f"({kept['where']})"
+        )
     _print_summary(summary)
+
+
+def _segment_counts(app: AppContext, campaign: Campaign) -> dict[str, Any] | None:
+    """How many list members the campaign's segment keeps and drops (None without a segment)."""
+    if campaign.audience_where is None:
+        return None
+    counts = count_segment(app.engine, campaign.list_id, campaign.audience_where)
+    return {
+        "where": campaign.audience_where,
+        "saved_segment": campaign.audience_segment,
+        "members": counts.members,
+        "kept": counts.kept,
+        "dropped": counts.dropped,
+    }
 
 
 def _print_summary(summary: PlanSummary) -> None:
@@ -220,6 +258,8 @@ def _definition(app: AppContext, campaign: Campaign) -> dict[str, Any]:
         "defaults": campaign.defaults,
         "header_media_url": campaign.header_media_url,
         "button_payloads": campaign.button_payloads,
+        "where": campaign.audience_where,
+        "segment": campaign.audience_segment,
         "scheduled_at": campaign.scheduled_at.isoformat() if campaign.scheduled_at else None,
         "created_at": campaign.created_at.isoformat(),
         "planned_at": campaign.planned_at.isoformat() if campaign.planned_at else None,
