@@ -7,10 +7,15 @@ one list), then two child processes each measure their own wall time and peak RS
   of the same size, same batch size) into a copy of the seeded database: the floor of the write path;
 - plan: `campaigns.planning.planner.plan_campaign` (render, hash, freeze the body, dedup by constraint).
 
+With ``--where EXPR`` a third child plans the same list through a segment (issue #15) on its own copy
+of the seeded database; the default expression keeps every contact (``city = "Roma"``), so the row
+shows what evaluating the segment costs on top of planning the whole list (the "segment / plan" ratio).
+
 Memory is flat when the 1M peak RSS is about the 100k one. Reproduce with::
 
     .venv/bin/python benchmarks/plan_campaign.py                    # SQLite, 100k and 1M
     .venv/bin/python benchmarks/plan_campaign.py --sizes 100000 --postgres postgresql+psycopg://postgres@127.0.0.1:5432/test
+    .venv/bin/python benchmarks/plan_campaign.py --sizes 100000 --where 'city = "Roma"'
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +67,9 @@ def _settings() -> Settings:
     return load_settings(environ={})[0]
 
 
-def seed(engine: Engine, size: int) -> None:
-    """`size` consenting contacts on one list, written with bulk Core inserts."""
+def seed(engine: Engine, size: int, where: str | None = None) -> None:
+    """`size` consenting contacts on one list, written with bulk Core inserts; campaign `bench`
+    (and `bench-where` through the segment `where`, when given)."""
     now = utcnow()
     with write_transaction(engine) as conn:
         list_id = conn.execute(
@@ -101,6 +108,9 @@ def seed(engine: Engine, size: int) -> None:
         button_payloads={"0": "STOP"},
     )
     create_campaign(engine, settings=_settings(), definition=definition)
+    if where is not None:
+        segmented = replace(definition, name="bench-where", where=where)
+        create_campaign(engine, settings=_settings(), definition=segmented)
 
 
 def _peak_rss_mb() -> float:
@@ -113,11 +123,11 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def child_plan(url: str) -> dict[str, Any]:
+def child_plan(url: str, campaign: str = "bench") -> dict[str, Any]:
     engine = make_engine(url)
     settings = _settings()
     started, cpu = time.perf_counter(), _cpu_s()
-    outcome = plan_campaign(engine, settings=settings, campaign="bench")
+    outcome = plan_campaign(engine, settings=settings, campaign=campaign)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "cpu_s": _cpu_s() - cpu, "rows": outcome.added, "peak_rss_mb": _peak_rss_mb()}
 
@@ -177,25 +187,32 @@ def _drop_postgres(admin_url: str, *names: str) -> None:
     admin.dispose()
 
 
-def measure_sqlite(size: int, workdir: Path) -> dict[str, dict[str, Any]]:
+def measure_sqlite(size: int, workdir: Path, where: str | None = None) -> dict[str, dict[str, Any]]:
     seeded = workdir / f"seed-{size}.db"
     engine = make_engine(f"sqlite:///{seeded}")
     upgrade(engine)
-    seed(engine, size)
+    seed(engine, size, where)
     engine.dispose()
     baseline_db = workdir / f"baseline-{size}.db"
     shutil.copy(seeded, baseline_db)
+    segment_db = workdir / f"segment-{size}.db"
+    if where is not None:
+        shutil.copy(seeded, segment_db)
     baseline = _run_child("baseline", f"sqlite:///{baseline_db}", str(size))
     plan = _run_child("plan", f"sqlite:///{seeded}")
+    results = {"baseline": baseline, "plan": plan}
+    if where is not None:
+        results["segment"] = _run_child("plan", f"sqlite:///{segment_db}", "bench-where")
     for path in workdir.glob(f"*-{size}.db*"):
         path.unlink()
-    return {"baseline": baseline, "plan": plan}
+    return results
 
 
-def measure_postgres(size: int, admin_url: str) -> dict[str, dict[str, Any]]:
+def measure_postgres(size: int, admin_url: str, where: str | None = None) -> dict[str, dict[str, Any]]:
     admin = make_url(admin_url).set(drivername="postgresql+psycopg")
     admin_text = admin.render_as_string(hide_password=False)
     seed_name, base_name = f"wacamp_bench_{uuid.uuid4().hex[:8]}", f"wacamp_bench_{uuid.uuid4().hex[:8]}"
+    segment_name = f"wacamp_bench_{uuid.uuid4().hex[:8]}"
     engine_admin = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
     with engine_admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{seed_name}"')
@@ -204,16 +221,21 @@ def measure_postgres(size: int, admin_url: str) -> dict[str, dict[str, Any]]:
         seed_url = admin.set(database=seed_name).render_as_string(hide_password=False)
         engine = make_engine(seed_url)
         upgrade(engine)
-        seed(engine, size)
+        seed(engine, size, where)
         engine.dispose()
         _copy_postgres(admin_text, seed_name, base_name)
+        if where is not None:
+            _copy_postgres(admin_text, seed_name, segment_name)
         baseline = _run_child(
             "baseline", admin.set(database=base_name).render_as_string(hide_password=False), str(size)
         )
-        plan = _run_child("plan", seed_url)
+        results = {"baseline": baseline, "plan": _run_child("plan", seed_url)}
+        if where is not None:
+            segment_url = admin.set(database=segment_name).render_as_string(hide_password=False)
+            results["segment"] = _run_child("plan", segment_url, "bench-where")
     finally:
-        _drop_postgres(admin_text, seed_name, base_name)
-    return {"baseline": baseline, "plan": plan}
+        _drop_postgres(admin_text, seed_name, base_name, segment_name)
+    return results
 
 
 def _table(results: list[tuple[str, int, dict[str, dict[str, Any]]]]) -> Table:
@@ -227,6 +249,8 @@ def _table(results: list[tuple[str, int, dict[str, dict[str, Any]]]]) -> Table:
         "plan / baseline",
         "baseline peak RSS MB",
         "plan peak RSS MB",
+        "segment s (CPU s)",
+        "segment / plan",
     ):
         table.add_column(column, justify="right")
     for database, size, result in results:
@@ -240,8 +264,20 @@ def _table(results: list[tuple[str, int, dict[str, dict[str, Any]]]]) -> Table:
             f"{plan['seconds'] / base['seconds']:.2f}x",
             f"{base['peak_rss_mb']:.0f}",
             f"{plan['peak_rss_mb']:.0f}",
+            *_segment_cells(result),
         )
     return table
+
+
+def _segment_cells(result: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """Planning through the segment (--where), and its time over planning the whole list."""
+    segment, plan = result.get("segment"), result["plan"]
+    if segment is None:
+        return "-", "-"
+    return (
+        f"{segment['seconds']:.1f} ({segment['cpu_s']:.1f})",
+        f"{segment['seconds'] / plan['seconds']:.2f}x",
+    )
 
 
 def main() -> None:
@@ -251,11 +287,17 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000", help="Comma-separated recipient counts.")
     parser.add_argument("--postgres", default="", help="Admin URL of a PostgreSQL server to run on as well.")
     parser.add_argument("--no-sqlite", action="store_true", help="Only PostgreSQL.")
+    parser.add_argument(
+        "--where",
+        nargs="?",
+        const='city = "Roma"',
+        help='Also plan through this segment (bare --where: city = "Roma", which keeps everyone).',
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, url, *rest = args.child
-        result = child_plan(url) if kind == "plan" else child_baseline(url, int(rest[0]))
+        result = child_plan(url, *rest) if kind == "plan" else child_baseline(url, int(rest[0]))
         print(json.dumps(result))
         return
     console = Console(width=150)
@@ -269,7 +311,9 @@ def main() -> None:
                 console.print(f"[dim]{database}, {size:,} recipients …[/]", highlight=False)
                 try:
                     result = (
-                        measure_postgres(size, admin_url) if admin_url else measure_sqlite(size, Path(tmp))
+                        measure_postgres(size, admin_url, args.where)
+                        if admin_url
+                        else measure_sqlite(size, Path(tmp), args.where)
                     )
                 except Exception as exc:  # a shared server may go away: report it, keep the other rows
                     console.print(f"[red]{database}, {size:,}: failed: {type(exc).__name__}: {exc}"[:300])
