@@ -72,15 +72,18 @@ AREAS: dict[str, tuple[str, str]] = {
     ),
     "test_database_trouble.py": (
         "Database trouble",
-        "Another process holds SQLite's write lock (`BEGIN IMMEDIATE`) in the middle of a run, "
-        "shorter and longer than `[database] busy_timeout_s`; PostgreSQL is restarted "
-        "(`pg_ctlcluster ... restart`) in the middle of a campaign (slow tier). **What happens:** "
-        "under the busy timeout the run waits and completes (exit 0). Beyond it, or when PostgreSQL "
-        "goes away, the run's ledger writer stops, the run ends (exit 1) and the next run completes "
-        "the campaign; `PRAGMA integrity_check` is ok and the dedup invariant holds throughout. "
-        "Known limit: outcomes still buffered in the writer when the database failed are lost, so "
-        "those rows (accepted by the platform) end `unknown` rather than `accepted` (counted below as "
-        "*unknown after a database fault*); nobody is sent twice.",
+        "Another process holds SQLite's write lock (`BEGIN IMMEDIATE`) in the middle of a run for "
+        "longer than `[database] busy_timeout_s` (8 s over 1 s; 45 s over the default 30 s in the slow "
+        "tier), through `run-due` and `campaigns run`; PostgreSQL is restarted (`pg_ctlcluster ... "
+        "restart`) in the middle of a campaign (slow tier); a run is killed with SIGKILL during the "
+        "lock. **What happens:** sending pauses, the results already received are retried with "
+        "backoff and journaled (fsynced JSON lines), and the run resumes by itself when the database "
+        "answers: it completes in the same run, exit 0, with no row the platform accepted left "
+        "`unknown` and the journal deleted. Killed during the outage, the next command replays the "
+        "journal before it sends: nothing accepted ends `unknown`. `PRAGMA integrity_check` is ok "
+        "and the dedup invariant holds throughout; nobody is sent twice. Beyond `[database] "
+        "outage_wait_s` (300 s) a run stops resumably (exit 75) and the journal waits for the next "
+        "command.",
     ),
     "test_clock.py": (
         "Clock trouble: midnight and the DST change",
@@ -295,6 +298,15 @@ def render(data: dict[str, Any], *, quick: bool, when: str) -> str:
     return "\n".join(lines)
 
 
+def soak_section(page: Path) -> str:
+    """The soak's section of the page as it is (written by scripts/soak.py), kept across regenerations."""
+    text = page.read_text() if page.exists() else ""
+    start, end = "<!-- soak:start -->", "<!-- soak:end -->"
+    if start not in text or end not in text:
+        return ""
+    return "\n" + start + text.split(start, 1)[1].split(end, 1)[0] + end + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -310,7 +322,7 @@ def main() -> int:
         code = run_suite(record_path, quick=args.quick)
     data = json.loads(record_path.read_text())
     when = dt.datetime.fromtimestamp(record_path.stat().st_mtime, tz=dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    args.out.write_text(render(data, quick=args.quick, when=when))
+    args.out.write_text(render(data, quick=args.quick, when=when) + soak_section(args.out))
     print(f"wrote {args.out} ({len(data)} tests; pytest exit {code})", file=sys.stderr)
     return code
 

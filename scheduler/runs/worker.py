@@ -24,6 +24,7 @@ from aiohttp import web
 from sqlalchemy.engine import Engine
 
 from campaigns.core.dbtypes import utcnow
+from campaigns.core.exceptions import DatabaseUnavailableError
 from campaigns.rollout.review import Reviewer
 from scheduler.runs.due import DueSummary, LaneOf, PassGate, Planner, Runner, by_sender, run_due
 from scheduler.runs.metrics import CONTENT_TYPE, WorkerMetrics
@@ -76,14 +77,29 @@ class Worker:
         log.info("worker started", extra={"poll_s": self.poll_s})
         try:
             while not stop.is_set():
-                # between passes too, database trouble is waited out (up to outage_wait_s, then exit 75)
-                summary = await self.db_wait.run(lambda: self._round(stop), what="the worker's next round")
-                self._record(summary)
+                summary = await self._round_waiting_out_database_trouble(stop)
+                if summary is not None:
+                    self._record(summary)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.poll_s)
         finally:
             self.running = False
             log.info("worker stopped", extra={"rounds": self.rounds})
+
+    async def _round_waiting_out_database_trouble(self, stop: asyncio.Event) -> DueSummary | None:
+        """One round; database trouble between passes is waited out like inside them.
+
+        After `outage_wait_s` the round is given up but the worker stays up and polls again (systemd
+        does not restart a worker that exits 75): /healthz answers 503 while the database is away.
+        A stop request during the wait ends the worker (75).
+        """
+        try:
+            return await self.db_wait.run(lambda: self._round(stop), what="the worker's next round")
+        except DatabaseUnavailableError as exc:
+            if stop.is_set():
+                raise
+            log.error("%s; the worker keeps polling", exc)
+            return None
 
     async def _round(self, stop: asyncio.Event) -> DueSummary:
         return await run_due(

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from campaigns.core.exceptions import ConfigError
 from campaigns.core.settings import load_settings
 from tests.conftest import wacamp_executable
+from tests.reliability import fuzzing
 from tests.reliability.record import record
 from tests.reliability.support import clean_env
 
@@ -73,7 +74,9 @@ ENV_NAMES = [
 
 
 def fuzz(examples: int) -> settings:
-    return settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    return settings(
+        max_examples=fuzzing.examples(examples), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
 
 
 @fuzz(300)

@@ -27,6 +27,7 @@ from campaigns.core.models import CONTACT_LIST_TABLE as LIST
 from campaigns.core.models import CONTACT_TABLE as CONTACT
 from campaigns.core.models import LIST_MEMBER_TABLE as MEMBER
 from tests.conftest import wacamp_executable
+from tests.reliability import fuzzing
 from tests.reliability.record import record
 from tests.reliability.support import clean_env
 
@@ -112,7 +113,7 @@ def fuzz_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
 
 def fuzz(examples: int) -> settings:
     return settings(
-        max_examples=examples,
+        max_examples=fuzzing.examples(examples),
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )

@@ -20,6 +20,7 @@ from campaigns.core.models import TEMPLATE_TABLE as TEMPLATE
 from campaigns.templates.catalog import load_templates_file, store_templates
 from sandbox.samples import sample_templates
 from tests.conftest import wacamp_executable
+from tests.reliability import fuzzing
 from tests.reliability.record import record
 from tests.reliability.support import clean_env
 
@@ -100,7 +101,7 @@ def check_file(engine: Engine, data: bytes) -> None:
 
 def fuzz(examples: int) -> settings:
     return settings(
-        max_examples=examples,
+        max_examples=fuzzing.examples(examples),
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )

@@ -33,6 +33,7 @@ from scheduler.webhooks.processor import pending_count, process_pending
 from scheduler.webhooks.server import WebhookServer
 from scheduler.webhooks.signature import HEADER, sign
 from tests.ledger_factory import Seeded, seed_campaign
+from tests.reliability import fuzzing
 from tests.reliability.record import record
 from tests.scheduling_support import MESSAGE
 
@@ -225,7 +226,7 @@ def wamids_of(receiver: Receiver) -> list[str]:
 def fuzz(examples: int) -> settings:
     """Hypothesis settings for `examples` inputs, no deadline (a 1 MB body takes its time)."""
     return settings(
-        max_examples=examples,
+        max_examples=fuzzing.examples(examples),
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )

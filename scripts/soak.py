@@ -1,0 +1,425 @@
+"""The soak: thousands of kill -9 points and a hundred thousand fuzzed inputs, outside CI (`make soak`).
+
+    make soak                                                   # the full soak (hours on 2 cores)
+    .venv/bin/python scripts/soak.py --kills 10 --fuzz 1000     # a smoke of it (minutes)
+    .venv/bin/python scripts/soak.py --from-json build/soak.json  # render a recorded soak again
+
+Kills: `wacamp campaigns run`, `run-due`, `worker` (each against `wacamp sandbox serve`, which counts
+what it accepted per recipient) and `wacamp webhooks serve` (under signed POSTs, redelivered when
+unanswered) are killed with SIGKILL at seeded random moments, on SQLite and on PostgreSQL, at each
+rate given (80 and 1,000 msg/s), then restarted; every campaign is then completed with `run-due`
+and audited against the sandbox (tests/reliability/support.py: duplicates, losses). For each kill it
+records the rows left in flight (`sending`: what becomes `unknown`), so the page shows unknown per
+kill as a distribution. Fuzz: the hypothesis tests tests/reliability/test_fuzz_*.py run with their
+`max_examples` scaled (WACAMP_FUZZ_SCALE) to reach `--fuzz` inputs in all.
+
+The figures go into docs/reliability.md between the soak markers, with the command that made them
+(scripts/reliability_report.py keeps that section when it regenerates the rest of the page).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import itertools
+import json
+import os
+import random
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+DEFAULT_JSON = REPO / "build" / "soak.json"
+DEFAULT_OUT = REPO / "docs" / "reliability.md"
+CI_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+START_MARK, END_MARK = "<!-- soak:start -->", "<!-- soak:end -->"
+SENDERS = ("campaigns-run", "run-due", "worker")
+COMMANDS = (*SENDERS, "webhooks-serve")
+#: Kills per campaign: each round plans one campaign, kills its sender this often, then completes it.
+KILLS_PER_ROUND = 10
+#: The fuzz tests try about this many inputs at WACAMP_FUZZ_SCALE=1 (every tier).
+FUZZ_BASE = 7_480
+
+
+@dataclass
+class Scenario:
+    """One command on one backend at one rate, and what its kills found."""
+
+    command: str
+    backend: str
+    rate: int
+    kills: int = 0
+    unknown_per_kill: list[int] = field(default_factory=list)
+    recipients: int = 0
+    duplicates: int = 0
+    losses: int = 0
+    unknown: int = 0
+    unknown_accepted: int = 0
+    webhook_posts: int = 0
+    webhook_acknowledged: int = 0
+    webhook_lost_after_200: int = 0
+    seconds: float = 0.0
+
+    @property
+    def name(self) -> str:
+        rate = "" if self.command == "webhooks-serve" else f" at {self.rate} msg/s"
+        return f"`{self.command}` on {self.backend}{rate}"
+
+
+# ---------------------------------------------------------------- databases
+@contextlib.contextmanager
+def database(backend: str, workdir: Path) -> Iterator[str]:
+    """A fresh, migrated database URL for one round."""
+    from campaigns.core.db import make_engine, upgrade
+
+    if backend == "sqlite":
+        url = f"sqlite:///{workdir / 'wacamp.db'}"
+        upgrade(make_engine(url))
+        yield url
+        return
+    from tests.conftest import _fresh_postgres_database
+
+    fresh = _fresh_postgres_database()
+    url = next(fresh)
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with contextlib.suppress(StopIteration):
+            next(fresh)
+
+
+# ------------------------------------------------------------ sending kills
+def sender_args(command: str) -> list[str]:
+    if command == "campaigns-run":
+        return ["campaigns", "run", "soak"]
+    if command == "worker":
+        return ["worker", "--poll-s", "0.2", "--metrics-port", "0"]
+    return ["run-due"]
+
+
+async def kill_moment(process: Any, engine: Any, campaign_id: int, rng: random.Random) -> None:
+    """A seeded moment: a quarter while starting, the rest after a random time of sending."""
+    from tests.reliability.crashing import _sleep_while_running, touched
+
+    if rng.random() < 0.25:
+        await _sleep_while_running(process, rng.uniform(0.0, 1.5))
+        return
+    deadline = time.monotonic() + 30
+    while process.returncode is None and touched(engine, campaign_id) == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    await _sleep_while_running(process, rng.uniform(0.05, 1.5))
+
+
+async def kill_round(scenario: Scenario, *, kills: int, rng: random.Random, workdir: Path, url: str) -> None:
+    """Plan one campaign, kill its sender `kills` times at seeded moments, complete it, audit it."""
+    from campaigns.core.db import make_engine
+    from campaigns.core.dbtypes import utcnow
+    from tests.reliability.crashing import in_flight, run_due_until_completed
+    from tests.reliability.support import audit, kill9, served_sandbox, start
+    from tests.scheduling_support import make_campaign, phones, sandbox_env, sandbox_settings
+
+    engine = make_engine(url)
+    recipients = phones(int(scenario.rate * (1.0 * kills + 2)))
+    async with served_sandbox("--mps", "0", "--pair-spacing-s", "0", cwd=workdir) as sandbox:
+        env = {
+            **sandbox_env(sandbox.base_url, WACAMP_RATE_PER_S=str(scenario.rate)),
+            "WACAMP_DATABASE_URL": url,
+            "WACAMP_DISPATCH__LEASE_S": "2",
+            "WACAMP_DATABASE__JOURNAL_DIR": str(workdir / "state"),
+        }
+        settings = sandbox_settings(sandbox.base_url)
+        cid = make_campaign(engine, settings, name="soak", recipients=recipients, scheduled_at=utcnow())
+        for _ in range(kills):
+            process = await start(*sender_args(scenario.command), env=env, cwd=workdir)
+            await kill_moment(process, engine, cid, rng)
+            if await kill9(process):
+                scenario.kills += 1
+                scenario.unknown_per_kill.append(in_flight(engine, cid))
+        await run_due_until_completed(env=env, cwd=workdir, engine=engine, campaign_id=cid, attempts=200)
+        result = audit(engine, [cid], await sandbox.stats())
+    engine.dispose()
+    scenario.recipients += len(recipients)
+    scenario.duplicates += result.duplicates
+    scenario.losses += len(result.unrecorded) + len(result.phantom) + len(result.unsettled)
+    scenario.unknown += result.by_state.get("unknown", 0)
+    scenario.unknown_accepted += result.unknown_accepted
+
+
+async def webhook_round(scenario: Scenario, *, kills: int, seed: int, workdir: Path, url: str) -> None:
+    """`webhooks serve` killed `kills` times under signed POSTs; acknowledged bodies must all be stored."""
+    import aiohttp
+    import sqlalchemy as sa
+
+    from campaigns.core.db import make_engine
+    from campaigns.core.models import WEBHOOK_INBOX_TABLE as INBOX
+    from tests.ledger_factory import seed_campaign
+    from tests.reliability.support import free_port
+    from tests.reliability.test_crash_webhooks import Platform, bodies, kill_and_restart
+
+    engine = make_engine(url)
+    count = 100 * kills
+    seeded = seed_campaign(engine, count=count, start=None, phones=None)
+    port = free_port()
+    platform = Platform(url=f"http://127.0.0.1:{port}/webhook", total=count)
+    for item in bodies(seeded):
+        platform.pending.put_nowait(item)
+    env = {"WACAMP_DATABASE_URL": url}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        clients = [asyncio.create_task(platform.deliver(session)) for _ in range(8)]
+        try:
+            scenario.kills += await kill_and_restart(
+                platform, port=port, env=env, cwd=workdir, kills=kills, seed=seed
+            )
+        finally:
+            for client in clients:
+                client.cancel()
+            await asyncio.gather(*clients, return_exceptions=True)
+    with engine.connect() as conn:
+        stored = {row.body for row in conn.execute(sa.select(INBOX.c.body))}
+    engine.dispose()
+    scenario.webhook_posts += platform.attempts
+    scenario.webhook_acknowledged += len(platform.acknowledged)
+    scenario.webhook_lost_after_200 += sum(
+        1 for body in platform.acknowledged.values() if body.decode() not in stored
+    )
+
+
+async def run_scenario(scenario: Scenario, *, kills: int, seed: int) -> None:
+    rng = random.Random(seed)
+    started = time.monotonic()
+    while scenario.kills < kills:
+        batch = min(KILLS_PER_ROUND, kills - scenario.kills)
+        before = scenario.kills
+        with (
+            tempfile.TemporaryDirectory(prefix="wacamp-soak-") as tmp,
+            database(scenario.backend, Path(tmp)) as url,
+        ):
+            if scenario.command == "webhooks-serve":
+                await webhook_round(
+                    scenario, kills=batch, seed=rng.randrange(10**9), workdir=Path(tmp), url=url
+                )
+            else:
+                await kill_round(scenario, kills=batch, rng=rng, workdir=Path(tmp), url=url)
+        if scenario.kills == before:  # every process ended before its kill: the work ran out too fast
+            break
+        print(f"  {scenario.name}: {scenario.kills}/{kills} kills", file=sys.stderr, flush=True)
+    scenario.seconds += time.monotonic() - started
+
+
+def scenarios(args: argparse.Namespace) -> list[Scenario]:
+    made = []
+    for backend in args.backends:
+        for command in args.commands:
+            rates = [args.rates[0]] if command == "webhooks-serve" else args.rates
+            made += [Scenario(command=command, backend=backend, rate=rate) for rate in rates]
+    return made
+
+
+async def kill_soak(args: argparse.Namespace) -> list[Scenario]:
+    planned = scenarios(args)
+    shares = [args.kills // len(planned) + (i < args.kills % len(planned)) for i in range(len(planned))]
+    for i, (scenario, kills) in enumerate(zip(planned, shares, strict=True)):
+        print(f"kills: {scenario.name}, {kills} kills", file=sys.stderr, flush=True)
+        await run_scenario(scenario, kills=kills, seed=args.seed * 1000 + i)
+    return planned
+
+
+# --------------------------------------------------------------------- fuzz
+def fuzz_soak(args: argparse.Namespace, record_path: Path) -> dict[str, int]:
+    """The fuzz tests, scaled to about `args.fuzz` inputs; their recorded counters summed."""
+    scale = max(args.fuzz / FUZZ_BASE, 0.001)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow"]
+    command += sorted(
+        str(p.relative_to(REPO)) for p in (REPO / "tests" / "reliability").glob("test_fuzz_*.py")
+    )
+    env = {**os.environ, "WACAMP_FUZZ_SCALE": f"{scale:.4f}", "WACAMP_RELIABILITY_RECORD": str(record_path)}
+    print("fuzz:", " ".join(command), f"(WACAMP_FUZZ_SCALE={scale:.4f})", file=sys.stderr, flush=True)
+    code = subprocess.run(command, cwd=REPO, env=env, check=False).returncode
+    totals: dict[str, int] = {"pytest_exit": code}
+    for test in json.loads(record_path.read_text()).values():
+        for key, value in test["counts"].items():
+            totals[key] = totals.get(key, 0) + value
+        totals["tests_failed"] = totals.get("tests_failed", 0) + int(test["outcome"] != "passed")
+    return totals
+
+
+# ------------------------------------------------------------------- render
+def distribution(values: list[int]) -> str:
+    if not values:
+        return "—"
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
+    return (
+        f"min {ordered[0]}, median {statistics.median(ordered):g}, p90 {p90}, max {ordered[-1]}, "
+        f"mean {statistics.fmean(ordered):.1f}"
+    )
+
+
+BUCKETS = [(0, 0), (1, 5), (6, 20), (21, 60), (61, 150), (151, 10**9)]
+
+
+def histogram(values: list[int]) -> str:
+    parts = []
+    for low, high in BUCKETS:
+        label = f"{low}" if low == high else (f"{low}–{high}" if high < 10**9 else f">{low - 1}")
+        parts.append(f"{label}: {sum(1 for v in values if low <= v <= high)}")
+    return ", ".join(parts)
+
+
+def render(data: dict[str, Any]) -> str:
+    rows = [Scenario(**s) for s in data["scenarios"]]
+    senders = [s for s in rows if s.command != "webhooks-serve"]
+    kills = sum(s.kills for s in rows)
+    sender_kills = sum(s.kills for s in senders)
+    all_unknown = list(itertools.chain.from_iterable(s.unknown_per_kill for s in senders))
+    fuzz = data["fuzz"]
+    fuzzed = [fuzz.get(f"fuzzed_{kind}", 0) for kind in ("csv_files", "webhook_bodies", "config_files")]
+    fuzzed.append(fuzz.get("fuzzed_template_files", 0))
+    figures = [
+        ("kill -9 points", f"{kills:,}"),
+        ("… of sending commands (`campaigns run`, `run-due`, `worker`)", f"{sender_kills:,}"),
+        ("… of `webhooks serve` under load", f"{kills - sender_kills:,}"),
+        ("recipients audited against the sandbox", f"{sum(s.recipients for s in senders):,}"),
+        ("**duplicates**", f"{sum(s.duplicates for s in senders):,}"),
+        (
+            "**losses** (accepted without a recorded state, phantom or unsettled)",
+            f"{sum(s.losses for s in senders):,}",
+        ),
+        ("**webhooks lost after their 200**", f"{sum(s.webhook_lost_after_200 for s in rows):,}"),
+        ("rows `unknown` at the end", f"{sum(s.unknown for s in senders):,}"),
+        ("… of them accepted by the platform", f"{sum(s.unknown_accepted for s in senders):,}"),
+        ("unknown per kill (rows in flight when killed), all rates", distribution(all_unknown)),
+        ("fuzzed inputs in all", f"{fuzz.get('fuzzed_inputs', 0):,}"),
+        ("… CSV files, webhook bodies, config files, template files", ", ".join(f"{n:,}" for n in fuzzed)),
+        ("fuzz tests failed", f"{fuzz.get('tests_failed', 0)}"),
+    ]
+    lines = [
+        START_MARK,
+        "## The soak (`make soak`)",
+        "",
+        f"- Run: {data['when']}, commit `{data['commit']}`, {data['seconds'] / 60:.0f} minutes",
+        f"- Reproduce: `{data['command']}`",
+        f"- Scale: {kills:,} kill points, {fuzz.get('fuzzed_inputs', 0):,} fuzzed inputs (`make soak` "
+        "defaults: 1,000 and 100,000; a smaller run is a smoke of it)",
+        "",
+        "| what | count |",
+        "|---|---:|",
+        *(f"| {label} | {value} |" for label, value in figures),
+        "",
+        "| scenario | kills | unknown per kill | histogram | recipients | duplicates | losses |",
+        "|---|---:|---|---|---:|---:|---:|",
+        *map(scenario_row, rows),
+        "",
+        END_MARK,
+    ]
+    return "\n".join(lines)
+
+
+def scenario_row(s: Scenario) -> str:
+    if s.command == "webhooks-serve":
+        posts = f"{s.webhook_posts:,} POSTs, {s.webhook_acknowledged:,} answered 200"
+        return f"| {s.name} | {s.kills} | — | {posts} | — | — | {s.webhook_lost_after_200} lost after 200 |"
+    unknown = f"{distribution(s.unknown_per_kill)} | {histogram(s.unknown_per_kill)}"
+    return f"| {s.name} | {s.kills} | {unknown} | {s.recipients:,} | {s.duplicates} | {s.losses} |"
+
+
+def write_section(page: Path, section: str) -> None:
+    """Put `section` between the soak markers of `page` (appended when the page has none yet)."""
+    text = page.read_text() if page.exists() else ""
+    if START_MARK in text and END_MARK in text:
+        head, rest = text.split(START_MARK, 1)
+        text = head + section + rest.split(END_MARK, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    page.write_text(text)
+
+
+# --------------------------------------------------------------------- main
+def commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return result.stdout.strip() or "unknown"
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--kills", type=int, default=1000, help="kill -9 points in all, spread over the scenarios"
+    )
+    parser.add_argument("--rates", default="80,1000", help="sending rates in msg/s, comma-separated")
+    parser.add_argument("--backends", default="sqlite,postgres", help="sqlite and/or postgres")
+    parser.add_argument("--commands", default=",".join(COMMANDS), help="which commands to kill")
+    parser.add_argument("--fuzz", type=int, default=100_000, help="fuzzed inputs in all (0: no fuzzing)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where the soak's figures are kept")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the page the figures go into")
+    parser.add_argument("--from-json", type=Path, help="render a recorded soak instead of running one")
+    args = parser.parse_args(argv)
+    args.rates = [int(r) for r in args.rates.split(",") if r]
+    args.backends = [b for b in args.backends.split(",") if b]
+    args.commands = [c for c in args.commands.split(",") if c]
+    unknown = set(args.commands) - set(COMMANDS)
+    if unknown or set(args.backends) - {"sqlite", "postgres"}:
+        parser.error(f"unknown commands or backends: {sorted(unknown)} {args.backends}")
+    return args
+
+
+def postgres_ready() -> bool:
+    if os.environ.get("WACAMP_TEST_POSTGRES_URL"):
+        return True
+    ready = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"], check=False).returncode == 0
+    if ready:
+        os.environ["WACAMP_TEST_POSTGRES_URL"] = CI_POSTGRES_URL
+    return ready
+
+
+def soak(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    if "postgres" in args.backends and not postgres_ready():
+        sys.exit("PostgreSQL is not reachable: set WACAMP_TEST_POSTGRES_URL or pass --backends sqlite")
+    started = time.monotonic()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    kills = asyncio.run(kill_soak(args)) if args.kills else []
+    fuzz = fuzz_soak(args, args.json.with_suffix(".fuzz.json")) if args.fuzz else {}
+    return {
+        "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit(),
+        "command": " ".join(["python", "scripts/soak.py", *map(shlex.quote, argv)]).strip(),
+        "seconds": time.monotonic() - started,
+        "scenarios": [asdict(s) for s in kills],
+        "fuzz": fuzz,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    if args.from_json:
+        data = json.loads(args.from_json.read_text())
+    else:
+        data = soak(args, argv)
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
+    write_section(args.out, render(data))
+    scenarios_ = data["scenarios"]
+    bad = sum(s["duplicates"] + s["losses"] + s["webhook_lost_after_200"] for s in scenarios_)
+    bad += data["fuzz"].get("tests_failed", 0) + int(data["fuzz"].get("pytest_exit", 0) not in (0, 5))
+    print(f"wrote {args.out} ({sum(s['kills'] for s in scenarios_)} kills); problems: {bad}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
