@@ -231,6 +231,25 @@ class Segment(SQLModel, table=True):
     updated_at: datetime = _created()
 
 
+class TestSend(SQLModel, table=True):
+    """A campaign's body sent now to a test number (`campaigns test`): never part of the ledger, dedup,
+    caps or the tier budget."""
+
+    __tablename__ = "test_send"
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(
+        sa_column=Column(sa.Integer(), sa.ForeignKey("campaign.id"), nullable=False, index=True)
+    )
+    phone: str = Field(sa_column=Column(sa.String(20), nullable=False))
+    #: The recipient whose personalisation the body carries.
+    as_phone: str = Field(sa_column=Column(sa.String(20), nullable=False))
+    body: str = Field(sa_column=Column(sa.Text(), nullable=False))
+    wamid: str | None = Field(default=None, sa_column=Column(sa.String(128)))
+    error: str | None = Field(default=None, sa_column=Column(sa.String(500)))
+    sent_at: datetime = _created()
+
+
 class Message(SQLModel, table=True):
     """The ledger: one row per recipient of a campaign, with the frozen request body and its state."""
 
@@ -396,6 +415,7 @@ TEMPLATE_TABLE = _table(Template)
 SENDER_TABLE = _table(Sender)
 CAMPAIGN_TABLE = _table(Campaign)
 SEGMENT_TABLE = _table(Segment)
+TEST_SEND_TABLE = _table(TestSend)
 MESSAGE_TABLE = _table(Message)
 WEBHOOK_INBOX_TABLE = _table(WebhookInbox)
 MEDIA_UPLOAD_TABLE = _table(MediaUpload)

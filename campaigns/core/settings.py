@@ -243,6 +243,13 @@ class ContactSettings(_Section):
     default_region: str
 
 
+class CampaignSettings(_Section):
+    """Campaign-wide defaults (`[campaigns]`)."""
+
+    #: Numbers `campaigns test` sends to when no --to is given.
+    test_numbers: list[str] = []
+
+
 class RolloutSettings(_Section):
     """Staged rollouts: the wait between stages and the guardrails that judge a stage (`campaigns.rollout`)."""
 
@@ -313,6 +320,7 @@ class Settings(BaseSettings):
     media: MediaSettings
     templates: TemplateSettings
     contacts: ContactSettings
+    campaigns: CampaignSettings
     rollout: RolloutSettings
     worker: WorkerSettings
     logging: LoggingSettings

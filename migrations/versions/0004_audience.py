@@ -32,9 +32,27 @@ def upgrade() -> None:
     with op.batch_alter_table("campaign", schema=None) as batch_op:
         batch_op.add_column(sa.Column("audience_where", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("audience_segment", sa.String(length=200), nullable=True))
+    op.create_table(
+        "test_send",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("campaign_id", sa.Integer(), nullable=False),
+        sa.Column("phone", sa.String(length=20), nullable=False),
+        sa.Column("as_phone", sa.String(length=20), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("wamid", sa.String(length=128), nullable=True),
+        sa.Column("error", sa.String(length=500), nullable=True),
+        sa.Column("sent_at", campaigns.core.dbtypes.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["campaign_id"], ["campaign.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("test_send", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_test_send_campaign_id"), ["campaign_id"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("test_send", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_test_send_campaign_id"))
+    op.drop_table("test_send")
     with op.batch_alter_table("campaign", schema=None) as batch_op:
         batch_op.drop_column("audience_segment")
         batch_op.drop_column("audience_where")

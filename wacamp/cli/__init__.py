@@ -30,6 +30,7 @@ from wacamp.cli import (
     schedule_cmd,
     segments_cmd,
     templates_cmd,
+    test_send_cmd,
     webhooks_cmd,
 )
 from wacamp.cli.common import AppContext
@@ -87,6 +88,7 @@ for _command in report_cmd.COMMANDS:
     cli.add_command(_command)
 campaigns_cmd.campaigns_group.add_command(schedule_cmd.schedule_command)
 campaigns_cmd.campaigns_group.add_command(followup_cmd.retry_command)
+campaigns_cmd.campaigns_group.add_command(test_send_cmd.test_command)
 run_cmd.register(campaigns_cmd.campaigns_group)
 cli.add_command(demo_cmd.demo_command)
 

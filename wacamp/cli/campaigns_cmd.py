@@ -28,6 +28,7 @@ from campaigns.planning.planner import plan_campaign
 from campaigns.planning.summary import PlanSummary, format_duration, plan_summary
 from campaigns.rollout.review import describe as describe_rollout
 from campaigns.segments.audience import count_segment
+from scheduler.sending.test_send import SentTest, recorded_test_sends
 from wacamp.cli.common import AppContext, err_console, json_option, out_console, pass_app, print_json
 from wacamp.cli.rollout_cmd import checked_rollout, rollout_options, store_rollout
 from wacamp.cli.schedule_cmd import checked_schedule, schedule_options, store_new_schedule
@@ -307,11 +308,12 @@ def show_cmd(app: AppContext, campaign: str, as_json: bool) -> None:
     data = {**_definition(app, target), "ledger": ledger_counts(app.engine, int(target.id or 0)).as_dict()}
     with app.engine.connect() as conn:
         data["rollout"] = describe_rollout(conn, target, now=utcnow())
+    data["test_sends"] = [_test_send(sent) for sent in recorded_test_sends(app.engine, int(target.id or 0))]
     if as_json:
         print_json(data)
         return
     for key, value in data.items():
-        if key != "ledger" and value not in (None, {}, ""):
+        if key not in ("ledger", "test_sends") and value not in (None, {}, ""):
             text = json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value
             out_console.print(f"{key}: {text}", markup=False)
     table = Table("state / skip reason", "rows")
@@ -320,6 +322,22 @@ def show_cmd(app: AppContext, campaign: str, as_json: bool) -> None:
     for reason, count in data["ledger"]["skipped_by_reason"].items():
         table.add_row(f"  skipped: {reason}", str(count))
     out_console.print(table)
+    if data["test_sends"]:
+        tests = Table("test send to", "as", "sent at", "outcome", title="test sends (campaigns test)")
+        for sent in data["test_sends"]:
+            outcome = sent["wamid"] or f"failed: {sent['error']}"
+            tests.add_row(sent["to"], sent["as"], sent["sent_at"], outcome)
+        out_console.print(tests)
+
+
+def _test_send(sent: SentTest) -> dict[str, Any]:
+    return {
+        "to": sent.phone,
+        "as": sent.as_phone,
+        "sent_at": sent.sent_at.isoformat(timespec="seconds"),
+        "wamid": sent.wamid,
+        "error": sent.error,
+    }
 
 
 @campaigns_group.command("preview")
