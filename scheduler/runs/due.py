@@ -111,6 +111,8 @@ class PassGate(Protocol):
 
 #: The outcome of a pass the gate declined: another worker sends for that sender.
 SENDER_BUSY = "sender busy"
+#: The outcome of a pass that gave up on the database: the run starts no other pass and ends 75.
+DATABASE_UNAVAILABLE = "database unavailable"
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,7 @@ class DueSummary:
     """The whole run: every pass, whether the deadline stopped it, and what is left for later."""
 
     passes: list[PassResult] = field(default_factory=list)
-    stopped_by: str | None = None  # "deadline" | "signal" | None
+    stopped_by: str | None = None  # "deadline" | "signal" | "database" | None
     remaining: int = 0
 
     @property
@@ -390,7 +392,7 @@ async def run_due(
         reviewer=reviewer,
     )
     while True:
-        summary.stopped_by = _stopping(stop_event, until, clock())
+        summary.stopped_by = _stopping(stop_event, until, clock()) or _database_gone(summary)
         if summary.stopped_by is None:
             busy = lanes.values()
             for campaign in _next_candidates(engine, now=clock(), passes=passes, busy=busy, lane_of=lane_of):
@@ -409,6 +411,11 @@ async def run_due(
     with engine.connect() as conn:
         summary.remaining = count_unfinished(conn, now=clock())
     return summary
+
+
+def _database_gone(summary: DueSummary) -> str | None:
+    """A pass gave up on the database (it did not answer for outage_wait_s): no new pass (exit 75)."""
+    return "database" if any(p.outcome == DATABASE_UNAVAILABLE for p in summary.passes) else None
 
 
 def _stopping(stop_event: asyncio.Event, until: datetime | None, now: datetime) -> str | None:
@@ -479,7 +486,7 @@ async def _gated_pass(campaign: DueCampaign, ctx: _PassContext) -> PassResult:
         await asyncio.to_thread(after_pass, engine, campaign.id, now=ctx.clock())
     except DatabaseUnavailableError as exc:  # not this campaign's failure: the run stops resumably (75)
         log.warning("campaign pass stopped: %s", exc, extra={"campaign": campaign.name})
-        return PassResult(campaign.id, campaign.name, "database unavailable", sender=campaign.sender)
+        return PassResult(campaign.id, campaign.name, DATABASE_UNAVAILABLE, sender=campaign.sender)
     except Exception as exc:
         log.exception("campaign pass failed", extra={"campaign": campaign.name})
         failure = f"{type(exc).__name__}: {exc}"

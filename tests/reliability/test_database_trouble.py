@@ -24,7 +24,7 @@ from campaigns.core.db import make_engine, upgrade
 from campaigns.core.dbtypes import utcnow
 from tests.reliability.crashing import touched
 from tests.reliability.record import record
-from tests.reliability.support import Audit, audit, kill9, served_sandbox, start
+from tests.reliability.support import Audit, audit, kill9, run, served_sandbox, start
 from tests.scheduling_support import (
     MESSAGE,
     campaign_state,
@@ -234,6 +234,46 @@ async def test_killed_during_an_outage_the_journal_is_replayed_and_nothing_accep
     assert result.clean, result
     assert result.unknown_accepted == 0, result
     assert sum(result.by_state.values()) == len(recipients)
+
+
+@pytest.mark.timeout(240)
+async def test_an_outage_longer_than_outage_wait_s_stops_the_run_resumably_and_any_next_command_replays(
+    sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Locked for longer than `[database] outage_wait_s`: exit 75 with the journal kept; the next
+    command (here `campaigns list`) replays it, and run-due completes the campaign."""
+    async with served_sandbox("--mps", "0", "--pair-spacing-s", "0", cwd=tmp_path) as sandbox:
+        env = {
+            **sqlite_run_env(sandbox.base_url, sqlite_url, rate=80, busy_timeout_s=0.5),
+            "WACAMP_DATABASE__OUTAGE_WAIT_S": "3",
+        }
+        recipients = phones(300)
+        cid = make_campaign(
+            sqlite_engine,
+            sandbox_settings(sandbox.base_url),
+            name="l",
+            recipients=recipients,
+            scheduled_at=utcnow(),
+        )
+        process = await start("run-due", env=env, cwd=tmp_path)
+        await wait_touched(sqlite_engine, cid, 100, process)
+        locker = hold_write_lock(Path(sqlite_url.removeprefix("sqlite:///")), 60)
+        _, err = await asyncio.wait_for(process.communicate(), timeout=120)
+        assert process.returncode == 75, err.decode()[-3000:]
+        assert "the database did not answer" in err.decode()
+        kept = journal_files(tmp_path)
+        assert kept and all(path.read_text() for path in kept)
+        locker.kill()
+        locker.communicate(timeout=60)
+        code, _, listed_err = await run("campaigns", "list", "--json", env=env, cwd=tmp_path)
+        assert code == 0, listed_err
+        assert "replayed" in listed_err and not journal_files(tmp_path)
+        await run_due_to_completion(sqlite_engine, cid, env=env, cwd=tmp_path)
+        assert_ledger_intact(sqlite_engine, cid)
+        result = audit(sqlite_engine, [cid], await sandbox.stats())
+    record_audit(result, len(recipients))
+    assert result.clean, result
+    assert result.unknown_accepted == 0, result
 
 
 PG_VERSION = (
