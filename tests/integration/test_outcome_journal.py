@@ -18,6 +18,7 @@ from campaigns.core.db import make_engine, upgrade, write_transaction
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import DatabaseUnavailableError, is_passing_database_trouble
 from campaigns.core.models import THROTTLE_EVENT_TABLE
+from campaigns.core.settings import load_settings
 from scheduler.sending import ledger
 from scheduler.sending.journal import Journal, decode, encode, journal_key, read, replay
 from scheduler.sending.ledger import Outcome, OutcomeKind
@@ -225,3 +226,18 @@ def test_a_batch_applied_twice_changes_nothing_more(sqlite_engine: Engine) -> No
     apply_batch(sqlite_engine, batch)
     apply_batch(sqlite_engine, batch)
     assert states(sqlite_engine, cid) == {"accepted": 3}
+
+
+def test_the_journal_lives_next_to_the_sqlite_file_or_in_the_state_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sqlite_settings, _ = load_settings(environ={"WACAMP_DATABASE_URL": f"sqlite:///{tmp_path}/x/w.db"})
+    assert sqlite_settings.database.journal_directory() == tmp_path / "x"
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    pg, _ = load_settings(environ={"WACAMP_DATABASE_URL": "postgresql+psycopg://u:secret@db:5432/wacamp"})
+    assert pg.database.journal_directory() == tmp_path / "state"
+    assert journal_key(pg.database.url).startswith("db-5432-wacamp-") and "secret" not in journal_key(
+        pg.database.url
+    )
+    chosen, _ = load_settings(environ={"WACAMP_DATABASE__JOURNAL_DIR": str(tmp_path / "j")})
+    assert chosen.database.journal_directory() == tmp_path / "j"

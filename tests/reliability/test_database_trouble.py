@@ -236,6 +236,7 @@ async def test_killed_during_an_outage_the_journal_is_replayed_and_nothing_accep
     assert sum(result.by_state.values()) == len(recipients)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_an_outage_longer_than_outage_wait_s_stops_the_run_resumably_and_any_next_command_replays(
     sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
