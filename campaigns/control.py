@@ -42,7 +42,10 @@ S = CampaignState
 #:   send window is closed (`scheduler.runs.due`; waiting → waiting also moves its resume_after)
 #: - draft, planned, running, waiting → completed: a run finished every row, or the deadline passed
 #:   with nothing in flight (`scheduler.runs.due`)
-#: - paused, waiting → planned: a person resumes it (`resume`)
+#: - paused, waiting → planned: a person resumes it (`resume`); a campaign paused because its template
+#:   was PAUSED resumes by itself when the platform approves the template again
+#:   (`resume_template_paused`, from `scheduler.webhooks.processor`)
+#: - paused → draft: a person resumes a campaign paused before it was planned (it has no ledger rows)
 #: - completed → planned: unknown rows are sent again (`campaigns resolve --resend-unknown`)
 #:
 #: A cancelled campaign never moves again.
@@ -129,6 +132,9 @@ class CampaignRef:
     sender_name: str
     pause_reason: str | None
     resume_after: datetime | None
+    #: The send path ("cloud", "marketing"; None = the sender's API) and its product_policy.
+    via: str | None = None
+    product_policy: str | None = None
 
     @classmethod
     def of(cls, campaign: Campaign) -> CampaignRef:
@@ -141,6 +147,8 @@ class CampaignRef:
             sender_name=campaign.sender_name,
             pause_reason=campaign.pause_reason,
             resume_after=campaign.resume_after,
+            via=campaign.via,
+            product_policy=campaign.product_policy,
         )
 
 
@@ -226,6 +234,31 @@ def _has_ledger(conn: Connection, campaign_id: int) -> bool:
     return bool(conn.scalar(sa.select(sa.exists().where(MESSAGE.c.campaign_id == campaign_id))))
 
 
+def template_pause_reason(name: str, language: str, *, event: str, detail: str | None) -> str:
+    """The pause_reason of a campaign the platform paused because of its template's status."""
+    extra = f": {detail}" if detail and detail != "NONE" else ""
+    return f"template {name} ({language}) is {event}{extra}"[:500]
+
+
+def resume_template_paused(conn: Connection, *, name: str, language: str, now: datetime) -> list[int]:
+    """Template approved again: the campaigns its PAUSED status paused become planned; their ids.
+
+    Only those whose pause_reason says the template was PAUSED (not DISABLED, not a person's pause).
+    """
+    prefix = template_pause_reason(name, language, event="PAUSED", detail=None)
+    query = sa.select(c.id).where(
+        c.state == S.PAUSED.value,
+        c.template_name == name,
+        c.language == language,
+        c.pause_reason.startswith(prefix, autoescape=True),
+    )
+    resumed = []
+    for campaign_id in conn.execute(query).scalars().all():
+        if change_state(conn, int(campaign_id), S.PLANNED, now=now, only_from={S.PAUSED}):
+            resumed.append(int(campaign_id))
+    return resumed
+
+
 # ---------------------------------------------------------------------------------- ledger counts
 
 
@@ -254,7 +287,9 @@ def ledger_counts(source: Engine | Connection, campaign_id: int) -> LedgerCounts
     by_state: dict[str, int] = {}
     reasons: dict[str, int] = {}
     with _connected(source) as conn:
-        for state, reason, count in conn.execute(query):
+        for found, reason, count in conn.execute(query):
+            # A claimed row is still queued for people: nothing about it went to the platform yet.
+            state = MessageState.PLANNED.value if found == MessageState.CLAIMED else found
             by_state[state] = by_state.get(state, 0) + int(count)
             if state == MessageState.SKIPPED:
                 reasons[reason or "unknown"] = reasons.get(reason or "unknown", 0) + int(count)

@@ -10,16 +10,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
+from typing import Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
+from campaigns.content.media import MediaFile, check_media_file
+from campaigns.content.paths import MARKETING, SendPathRefused, choose_via
 from campaigns.content.personalisation import BindingError, Bindings, binding_problems, canonical_key
 from campaigns.control import change_state, find_campaign
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
-from campaigns.core.exceptions import ConfigError, UserError, ValidationFailed
+from campaigns.core.exceptions import ConfigError, InputFileError, UserError, ValidationFailed
 from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
 from campaigns.core.models import CONTACT_LIST_TABLE as LIST
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
@@ -48,6 +52,8 @@ class CampaignDefinition:
     sender_name: str | None = None
     where: str | None = None  # a segment expression (docs/contacts.md, "Segments")
     segment: str | None = None  # or the name of a saved one; its expression is copied
+    header_media_file: Path | None = None  # uploaded per sender when planned (campaigns.content.media)
+    via: Literal["cloud", "marketing"] | None = None  # --via: the send path (campaigns.content.paths)
 
 
 def bindings_of(campaign: Campaign) -> Bindings:
@@ -57,7 +63,25 @@ def bindings_of(campaign: Campaign) -> Bindings:
         defaults=dict(campaign.defaults),
         header_media_url=campaign.header_media_url,
         button_payloads=dict(campaign.button_payloads),
+        header_media_file=campaign.header_media_file,
     )
+
+
+def _media_file(
+    definition: CampaignDefinition, template: Template | None, settings: Settings, problems: list[str]
+) -> MediaFile | None:
+    """The checked --header-media-file (type and size), or None with the reason in `problems`."""
+    if definition.header_media_file is None or template is None:
+        return None
+    header_format = record_of(template).shape().header_format
+    if header_format not in ("IMAGE", "VIDEO", "DOCUMENT"):
+        return None  # binding_problems says the header takes no media
+    try:
+        path = definition.header_media_file
+        return check_media_file(path, header_format=header_format, limits=settings.media)
+    except InputFileError as exc:
+        problems.append(str(exc))
+        return None
 
 
 def _canonical_params(params: Mapping[str, str], problems: list[str]) -> dict[str, str]:
@@ -125,15 +149,18 @@ def create_campaign(
         defaults=dict(definition.defaults),
         header_media_url=definition.header_media_url or None,
         button_payloads=dict(definition.button_payloads),
+        header_media_file=str(definition.header_media_file) if definition.header_media_file else None,
     )
     if template is not None:
         problems += binding_problems(record_of(template).shape(), bindings)
+    media = _media_file(definition, template, settings, problems)
     sender_name = definition.sender_name
     try:
         sender_name = settings.sender(definition.sender_name).name
     except ConfigError as exc:
         problems.append(str(exc))
     where = _audience(engine, definition, problems)
+    via, product_policy = _send_path(definition, template, settings, problems)
     at = now or utcnow()
     with write_transaction(engine) as conn:
         problems = _name_problems(conn, definition.name) + problems
@@ -153,6 +180,9 @@ def create_campaign(
             "params": dict(bindings.params),
             "defaults": dict(bindings.defaults),
             "header_media_url": bindings.header_media_url,
+            "header_media_file": str(media.path) if media else None,
+            "header_media_sha256": media.sha256 if media else None,
+            "header_media_type": media.mime_type if media else None,
             "button_payloads": dict(bindings.button_payloads),
             "state": CampaignState.DRAFT.value,
             "scheduled_at": definition.scheduled_at,
@@ -160,11 +190,33 @@ def create_campaign(
             "recipient_local_time": False,
             "audience_where": where,
             "audience_segment": definition.segment,
+            "via": via,
+            "product_policy": product_policy,
             "created_at": at,
             "updated_at": at,
         }
         conn.execute(sa.insert(CAMPAIGN), row)
     return find_campaign(engine, definition.name)
+
+
+def _send_path(
+    definition: CampaignDefinition, template: Template | None, settings: Settings, problems: list[str]
+) -> tuple[str | None, str | None]:
+    """The campaign's send path and, on the marketing path, its product_policy; or the problem."""
+    try:
+        sender = settings.sender(definition.sender_name)
+    except ConfigError:
+        return None, None  # said already
+    if template is None:
+        return None, None
+    try:
+        via = choose_via(
+            requested=definition.via, sender=sender, category=template.category, marketing=settings.marketing
+        )
+    except SendPathRefused as exc:
+        problems.append(str(exc))
+        return None, None
+    return via, settings.marketing.product_policy if via == MARKETING else None
 
 
 def _audience(engine: Engine, definition: CampaignDefinition, problems: list[str]) -> str | None:

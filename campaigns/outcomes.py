@@ -24,6 +24,8 @@ breaks ties for a body without a known code (429 throttled, 5xx transient, anyth
 | template unusable, account restricted | `StopCampaign` (the row is given back) |
 | sender blocked | `StopSender` (the row is given back) |
 | outcome unknown | `RecordUnknown` (never resent by itself) |
+| marketing terms (131055) | `FallBackToCloud` (product_policy CLOUD_API_FALLBACK), else `StopCampaign` |
+| template not synced (131009, marketing path) | `Requeue` after ``warmup_retry_s`` doubling, then `FailRow` |
 
 A ``failed`` status webhook is about a message the platform had accepted: nothing can be retried then,
 so only the contact effects remain (defer, suppress) and everything else fails the row; the campaign
@@ -44,6 +46,8 @@ from campaigns.core.settings import LimitsSettings
 
 #: Throttled rows without a Retry-After go back to the queue for this long (the sender slows down anyway).
 THROTTLE_REQUEUE_S = 1.0
+#: The shipped ([marketing] warmup_retry_s, warmup_retry_max_s): Meta syncs a template within 10 minutes.
+WARMUP_S = (60.0, 600.0)
 
 
 class Cause(enum.StrEnum):
@@ -60,6 +64,8 @@ class Cause(enum.StrEnum):
     ACCOUNT_RESTRICTED = "account restricted"
     SENDER_BLOCKED = "sender blocked"
     OUTCOME_UNKNOWN = "outcome unknown"
+    MARKETING_TERMS = "marketing terms not accepted"
+    TEMPLATE_WARMING = "template not synced"
 
 
 #: The code sets of `campaigns.core.exceptions`, by cause (a code belongs to one cause only).
@@ -74,6 +80,7 @@ CODES: dict[Cause, frozenset[int]] = {
     Cause.TEMPLATE_UNUSABLE: exc.TEMPLATE_FATAL_CODES,
     Cause.ACCOUNT_RESTRICTED: exc.ACCOUNT_FATAL_CODES,
     Cause.SENDER_BLOCKED: exc.SENDER_FATAL_CODES,
+    Cause.MARKETING_TERMS: exc.MARKETING_TERMS_CODES,
 }
 
 #: Every code the policy knows by name (others are classified by HTTP status, else permanent).
@@ -81,6 +88,8 @@ KNOWN_CODES: frozenset[int] = frozenset().union(*CODES.values())
 
 #: Exception classes the providers raise, most specific first (`CampaignFatalError` is split by code).
 _BY_CLASS: tuple[tuple[type[exc.PlatformError], Cause], ...] = (
+    (exc.MarketingTermsError, Cause.MARKETING_TERMS),
+    (exc.TemplateWarmingError, Cause.TEMPLATE_WARMING),
     (exc.ThrottledError, Cause.THROTTLED),
     (exc.PairRateLimitedError, Cause.PAIR_RATE),
     (exc.MaintenanceError, Cause.MAINTENANCE),
@@ -98,7 +107,7 @@ _BY_CLASS: tuple[tuple[type[exc.PlatformError], Cause], ...] = (
 
 def _cause_of_class(cls: type[exc.PlatformError], code: int | None) -> Cause | None:
     """The cause an exception class stands for (`CampaignFatalError` split by code); None for a base class."""
-    if issubclass(cls, exc.CampaignFatalError):
+    if issubclass(cls, exc.CampaignFatalError) and not issubclass(cls, exc.MarketingTermsError):
         return Cause.ACCOUNT_RESTRICTED if code in exc.ACCOUNT_FATAL_CODES else Cause.TEMPLATE_UNUSABLE
     for known, cause in _BY_CLASS:
         if issubclass(cls, known):
@@ -136,6 +145,7 @@ class ActionKind(enum.StrEnum):
     STOP_CAMPAIGN = "stop the campaign"
     STOP_SENDER = "stop the sender"
     RECORD_UNKNOWN = "record unknown"
+    FALL_BACK_TO_CLOUD = "fall back to the Cloud API"
 
 
 @dataclass(frozen=True)
@@ -250,8 +260,23 @@ class RecordUnknown:
         return ActionKind.RECORD_UNKNOWN
 
 
+@dataclass(frozen=True)
+class FallBackToCloud:
+    """131055 with product_policy CLOUD_API_FALLBACK: this run sends through the Cloud API from now on.
+
+    The refused row goes straight back to the queue (attempt refunded): the platform did not take it.
+    """
+
+    cause: Cause
+
+    @property
+    def kind(self) -> ActionKind:
+        return ActionKind.FALL_BACK_TO_CLOUD
+
+
 Action = (
     Requeue
+    | FallBackToCloud
     | SlowSender
     | PauseSender
     | DeferRecipient
@@ -313,8 +338,13 @@ def decide(
     limits: LimitsSettings,
     attempt: int = 1,
     retry_after_s: float | None = None,
+    cloud_fallback: bool = False,
+    warmup_s: tuple[float, float] = WARMUP_S,
 ) -> Action:
     """THE decision: what to do about an answer of this cause.
+
+    `cloud_fallback`: the campaign's product_policy lets a refused marketing send go through the Cloud
+    API. `warmup_s`: ([marketing] warmup_retry_s, warmup_retry_max_s) for a template not synced yet.
 
     `attempt` counts the attempts spent on the retry counter of that cause, this one included: the
     row's attempts for transient and maintenance errors, the recipient's 131056 answers in this run for
@@ -330,12 +360,25 @@ def decide(
         return Requeue(cause, after_s=pair_s, refund_attempt=True, hold_recipient=True)
     if cause is Cause.MAINTENANCE:
         return PauseSender(cause, pause_s=maintenance_delay_s(attempt=max(1, attempt), limits=limits))
+    if cause is Cause.MARKETING_TERMS:
+        return FallBackToCloud(cause) if cloud_fallback else StopCampaign(cause)
+    if cause is Cause.TEMPLATE_WARMING:
+        return _warming(attempt=max(1, attempt), limits=limits, warmup_s=warmup_s)
     if cause is Cause.TRANSIENT:
         backoff_s = transient_delay_s(attempt=max(1, attempt), limits=limits)
         if backoff_s is None:
             return FailRow(cause, attempts_spent=attempt)
         return Requeue(cause, after_s=backoff_s, refund_attempt=False)
     return _final(cause, limits)
+
+
+def _warming(*, attempt: int, limits: LimitsSettings, warmup_s: tuple[float, float]) -> Action:
+    """131009 on the marketing path: wait for the template's sync (≤ 10 min), doubling; then give up."""
+    if attempt >= limits.max_attempts:
+        return FailRow(Cause.TEMPLATE_WARMING, attempts_spent=attempt)
+    first_s, max_s = warmup_s
+    after_s = _wait(tenacity.wait_exponential(multiplier=first_s, max=max_s), attempt)
+    return Requeue(Cause.TEMPLATE_WARMING, after_s=after_s, refund_attempt=False)
 
 
 def _final(cause: Cause, limits: LimitsSettings) -> Action:
@@ -359,6 +402,8 @@ def for_send_error(
     limits: LimitsSettings,
     attempt: int,
     count_pair_strike: Callable[[], int] | None = None,
+    cloud_fallback: bool = False,
+    warmup_s: tuple[float, float] = WARMUP_S,
 ) -> Action:
     """What to do about an error a send raised (an error body, a transport error, no answer).
 
@@ -370,7 +415,14 @@ def for_send_error(
     if cause is Cause.PAIR_RATE and count_pair_strike is not None:
         attempt = count_pair_strike()
     retry_after_s = error.retry_after_s if isinstance(error, exc.ThrottledError) else None
-    return decide(cause, limits=limits, attempt=attempt, retry_after_s=retry_after_s)
+    return decide(
+        cause,
+        limits=limits,
+        attempt=attempt,
+        retry_after_s=retry_after_s,
+        cloud_fallback=cloud_fallback,
+        warmup_s=warmup_s,
+    )
 
 
 def for_failed_status(code: int | None, *, limits: LimitsSettings) -> Action:
@@ -404,7 +456,27 @@ _FIXED_WORDS: dict[type, str] = {
     SuppressContact: "suppressed the contact; never retried",
     StopSender: "stopped sending: fix credentials, registration or payment",
     RecordUnknown: "recorded as unknown (the platform may have it); never resent by itself",
+    FallBackToCloud: "sent through the Cloud API instead (product_policy CLOUD_API_FALLBACK); not a failure",
 }
+
+
+#: What a person must do when the Marketing Messages API refuses a campaign (131055, STRICT).
+MARKETING_TERMS_TODO = (
+    "an admin of the business portfolio accepts the Marketing Messages API terms in WhatsApp Manager, "
+    "then `wacamp campaigns resume NAME` (or create the campaign again with --via cloud)"
+)
+MARKETING_TERMS_ADVICE = (
+    f"paused the campaign: the business portfolio has not accepted the Marketing Messages API terms; "
+    f"{MARKETING_TERMS_TODO}"
+)
+
+
+def stop_reason(action: StopCampaign, *, code: int | None, title: str) -> str:
+    """Why a campaign was stopped, as its pause reason says it: the platform's words, and what to do."""
+    reason = f"({code}) {title}".strip()
+    if action.cause is Cause.MARKETING_TERMS:
+        return f"{reason}: {MARKETING_TERMS_TODO}"
+    return reason
 
 
 def describe(action: Action) -> str:
@@ -428,6 +500,8 @@ def describe(action: Action) -> str:
             return "permanent failure for that recipient; not retried"
         case FailRow(attempts_spent=spent):
             return f"recorded as failed after {spent} attempts"
+        case StopCampaign(cause=Cause.MARKETING_TERMS):
+            return MARKETING_TERMS_ADVICE
         case StopCampaign(cause=Cause.TEMPLATE_UNUSABLE):
             return "paused the campaign: the template cannot be used"
         case StopCampaign():
@@ -445,6 +519,12 @@ def describe_cause(cause: Cause, *, limits: LimitsSettings) -> str:
             f"requeued that recipient after {limits.pair_retry_base_s:g}^X s (X = 0, 1, 2 …) and kept "
             f"sending to others; {describe(decide(cause, limits=limits, attempt=limits.max_attempts))}"
         )
+    if cause is Cause.MARKETING_TERMS:
+        fallback = describe(decide(cause, limits=limits, cloud_fallback=True))
+        return f"{fallback}; with STRICT: {describe(first)}"
+    if cause is Cause.TEMPLATE_WARMING:
+        last = decide(cause, limits=limits, attempt=limits.max_attempts)
+        return f"requeued after {_s(WARMUP_S[0])} doubling to {_s(WARMUP_S[1])} (the sync); {describe(last)}"
     if cause is Cause.TRANSIENT:
         last = decide(cause, limits=limits, attempt=limits.max_attempts)
         return (

@@ -55,6 +55,24 @@ class FaultSettings:
 
 
 @dataclass(frozen=True)
+class TemplatePacing:
+    """Template pacing (`sandbox.pacing`): the first `hold` accepted sends of `template` are held
+    (``held_for_quality_assessment``); `after_s` after the first hold they are released (sent as usual)
+    or, with `outcome` "pause", the template is PAUSED and every held message fails with 132015."""
+
+    template: str
+    hold: int = 10
+    outcome: str = "release"
+    after_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.outcome not in ("release", "pause"):
+            raise ValueError(f"pacing outcome must be release or pause, not {self.outcome!r}")
+        if self.hold < 1 or self.after_s < 0:
+            raise ValueError("pacing needs hold >= 1 and after_s >= 0")
+
+
+@dataclass(frozen=True)
 class SandboxConfig:
     """How one sandbox behaves. Every field has the platform's default (docs/sandbox.md lists them)."""
 
@@ -99,6 +117,16 @@ class SandboxConfig:
     onprem_username: str = "admin"
     onprem_password: str = "sandbox-password"
     onprem_token_ttl_s: float = 7 * 24 * 3600.0
+    #: Template submissions are reviewed this many seconds after `POST …/message_templates`; a name
+    #: containing `reject_names_containing` is REJECTED (INVALID_FORMAT), any other APPROVED.
+    template_review_s: float = 2.0
+    reject_names_containing: str = "reject"
+    #: Marketing Messages API (`sandbox.marketing`): whether the business accepted its terms (else
+    #: 131055), and how long a template is refused (131009) after its first send there (its sync).
+    marketing_terms_accepted: bool = True
+    marketing_warmup_s: float = 0.0
+    #: Template pacing of one template (`TemplatePacing`), None = no pacing.
+    pacing: TemplatePacing | None = None
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.faults if name not in FAULT_NAMES]

@@ -29,6 +29,8 @@ ERRORS: dict[int, tuple[str, int]] = {
         "on WhatsApp from your business.",
         400,
     ),
+    131009: ("Parameter value is not valid", 400),
+    131055: ("Marketing Messages API terms of service not accepted", 400),
     131056: ("(Business Account, Consumer Account) pair rate limit hit", 400),
     132000: ("Number of parameters does not match the expected number of params", 400),
     132001: ("Template name does not exist in the translation", 404),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import random
 import secrets
@@ -24,11 +25,15 @@ from sandbox.config import SandboxConfig
 from sandbox.errors import ONPREM_META, Problem, cloud_error_body, onprem_error_body
 from sandbox.faults import FaultPlan, Flake
 from sandbox.inbound import inbound_change
+from sandbox.marketing import MarketingDesk, marketing_success_body
+from sandbox.media import MediaStore, header_media_problem, read_upload
 from sandbox.outcomes import async_failure
+from sandbox.pacing import HELD_STATUS, PAUSED_CODE, TemplatePacer
 from sandbox.propensity import REPLY_AFTER_S, replies_to, reply_request, timing_for
 from sandbox.rules import OutgoingMessage, check_parameters, lookup_template, parse_message
 from sandbox.samples import sample_templates
 from sandbox.state import SandboxState, SandboxStats
+from sandbox.template_review import TemplateReviewer
 from sandbox.templates import TemplateBook, TemplateSpec
 from sandbox.webhooks import AcceptedMessage, WebhookEmitter, plan_statuses
 
@@ -36,6 +41,8 @@ JSON = "application/json"
 LISTING_LIMIT_DEFAULT = 25
 LISTING_LIMIT_MAX = 1000
 PHONE_FIELDS_DEFAULT = ("display_phone_number", "verified_name", "quality_rating")
+#: Status webhooks of messages sent through the Marketing Messages API are priced as this category.
+MARKETING_PRICING = "MARKETING_LITE"
 
 
 class Accepted(NamedTuple):
@@ -44,6 +51,8 @@ class Accepted(NamedTuple):
     wamid: str
     message: OutgoingMessage
     reset: bool
+    #: The answer's message_status: accepted, or held_for_quality_assessment (`sandbox.pacing`).
+    status: str = "accepted"
 
 
 def cloud_success_body(accepted: Accepted) -> bytes:
@@ -51,7 +60,7 @@ def cloud_success_body(accepted: Accepted) -> bytes:
     to = json.dumps(accepted.message.to)
     return (
         f'{{"messaging_product":"whatsapp","contacts":[{{"input":{to},"wa_id":"{accepted.message.wa_id}"}}],'
-        f'"messages":[{{"id":"{accepted.wamid}","message_status":"accepted"}}]}}'
+        f'"messages":[{{"id":"{accepted.wamid}","message_status":"{accepted.status}"}}]}}'
     ).encode()
 
 
@@ -94,6 +103,12 @@ class Sandbox:
         self.book = TemplateBook(config.templates if config.templates is not None else sample_templates())
         self.faults = FaultPlan(config, started_at=self.state.started_at)
         self.emitter: WebhookEmitter | None = None
+        self.media = MediaStore()
+        self.reviewer = TemplateReviewer(
+            config=config, book=self.book, emitter=lambda: self.emitter, clock=clock
+        )
+        self.marketing = MarketingDesk(config)
+        self.pacer = TemplatePacer(config.pacing, pause_template=self._pause_paced)
         self._bearer = f"Bearer {config.access_token}"
         self._onprem_tokens: dict[str, float] = {}
 
@@ -107,7 +122,14 @@ class Sandbox:
         app.router.add_post("/v1/users/login", self.handle_onprem_login)
         app.router.add_post("/v1/messages", self.handle_onprem_send)
         app.router.add_post("/{version}/{phone_number_id}/messages", self.handle_cloud_send)
+        app.router.add_post("/{version}/{phone_number_id}/marketing_messages", self.handle_marketing_send)
+        app.router.add_post("/_sandbox/marketing", self.handle_marketing_control)
+        app.router.add_post("/_sandbox/pacing", self.handle_pacing_control)
+        app.router.add_post("/{version}/{phone_number_id}/media", self.handle_media_upload)
+        app.router.add_get("/_sandbox/media", self.handle_media_list)
         app.router.add_get("/{version}/{waba_id}/message_templates", self.handle_templates)
+        app.router.add_post("/{version}/{waba_id}/message_templates", self.handle_template_submit)
+        app.router.add_delete("/{version}/{waba_id}/message_templates", self.handle_template_delete)
         app.router.add_get("/{version}/{node_id}", self.handle_phone_number)
         app.on_startup.append(self._start_emitter)
         app.on_cleanup.append(self._stop_emitter)
@@ -121,6 +143,8 @@ class Sandbox:
             await self.emitter.start()
 
     async def _stop_emitter(self, _app: web.Application) -> None:
+        self.pacer.close()
+        self.reviewer.close()
         if self.emitter is not None:
             await self.emitter.close()
 
@@ -159,6 +183,48 @@ class Sandbox:
             return self._cloud_error(outcome)
         return self._answer(request, cloud_success_body(outcome), reset=outcome.reset)
 
+    async def handle_marketing_send(self, request: web.Request) -> web.StreamResponse:
+        """`POST /{version}/{phone_number_id}/marketing_messages` (`sandbox.marketing`)."""
+        raw = await request.read()
+        if not self._authorized(request):
+            self.state.note_request(self.clock())
+            return self._cloud_error(Problem(190, "Invalid OAuth access token."))
+        refused = self.marketing.check_body(raw)
+        if refused is not None:
+            self.state.note_request(self.clock())
+            return self._cloud_error(refused)
+        outcome = await self._send(raw, request.match_info["phone_number_id"], cloud=True, via="marketing")
+        if isinstance(outcome, Problem):
+            return self._cloud_error(outcome)
+        self.marketing.accepted(raw)
+        message = outcome.message
+        body = marketing_success_body(
+            to=message.to, wa_id=message.wa_id, wamid=outcome.wamid, status=outcome.status
+        )
+        return self._answer(request, body, reset=outcome.reset)
+
+    async def handle_marketing_control(self, request: web.Request) -> web.Response:
+        """`POST /_sandbox/marketing`: switch terms acceptance and the template warm-up at run time."""
+        try:
+            data = await request.json()
+        except ValueError:
+            data = None
+        answer = self.marketing.control(data)
+        if isinstance(answer, Problem):
+            return self._cloud_error(answer)
+        return web.Response(body=json.dumps(answer).encode(), content_type=JSON)
+
+    async def handle_pacing_control(self, request: web.Request) -> web.Response:
+        """`POST /_sandbox/pacing`: pace a template from now on (`sandbox.pacing`), `{}` stops pacing."""
+        try:
+            data = await request.json()
+        except ValueError:
+            data = None
+        answer = self.pacer.control(data)
+        if isinstance(answer, str):
+            return self._cloud_error(Problem(100, answer))
+        return web.Response(body=json.dumps(answer).encode(), content_type=JSON)
+
     def _answer(self, request: web.Request, body: bytes, *, reset: bool) -> web.StreamResponse:
         if reset:
             self.state.resets_after_accept += 1
@@ -166,7 +232,9 @@ class Sandbox:
                 request.transport.abort()
         return web.Response(body=body, content_type=JSON)
 
-    async def _send(self, raw: bytes, phone_number_id: str, *, cloud: bool) -> Accepted | Problem:
+    async def _send(
+        self, raw: bytes, phone_number_id: str, *, cloud: bool, via: str = "cloud"
+    ) -> Accepted | Problem:
         now = self.clock()
         self.state.note_request(now)
         message = parse_message(raw, cloud=cloud)
@@ -182,10 +250,12 @@ class Sandbox:
             now = self.clock()
         flake = self.faults.flake(attempt_key)
         checked = self._check(message, phone_number_id=phone_number_id, now=now, flake=flake)
+        if not isinstance(checked, Problem) and via == "marketing":
+            checked = self.marketing.check_template(checked, now) or checked
         if isinstance(checked, Problem):
             return checked
-        wamid = self._accept(message, spec=checked, phone_number_id=phone_number_id, now=now)
-        return Accepted(wamid, message, reset=flake is Flake.RESET_AFTER_ACCEPT)
+        wamid, status = self._accept(message, spec=checked, phone_number_id=phone_number_id, now=now, via=via)
+        return Accepted(wamid, message, reset=flake is Flake.RESET_AFTER_ACCEPT, status=status)
 
     def _check(
         self, message: OutgoingMessage, *, phone_number_id: str, now: float, flake: Flake
@@ -211,7 +281,9 @@ class Sandbox:
             if isinstance(found, Problem):
                 return found
             spec = found
-            problem = check_parameters(spec, message)
+            problem = check_parameters(spec, message) or header_media_problem(
+                self.media, message.components, phone_number_id=phone_number_id
+            )
             if problem is not None:
                 return problem
         if self.state.too_soon(message.wa_id, now, spacing_s=self.config.pair_spacing_s):
@@ -222,9 +294,17 @@ class Sandbox:
         return spec
 
     def _accept(
-        self, message: OutgoingMessage, *, spec: TemplateSpec | None, phone_number_id: str, now: float
-    ) -> str:
+        self,
+        message: OutgoingMessage,
+        *,
+        spec: TemplateSpec | None,
+        phone_number_id: str,
+        now: float,
+        via: str = "cloud",
+    ) -> tuple[str, str]:
+        """Take the message: its wamid and message_status (held when its template is paced)."""
         wamid = self.state.next_wamid(message.wa_id)
+        self.state.accepted_by_path[via] += 1
         template_key = f"{spec.name}/{spec.language}" if spec is not None else None
         self.state.record_accept(
             phone_number_id=phone_number_id,
@@ -237,13 +317,51 @@ class Sandbox:
         failure = async_failure(self.config, wa_id=message.wa_id, spec=spec, opted_out=self.state.opted_out)
         if failure is not None:
             self.state.async_failures_by_code[failure[0]] += 1
-        if self.emitter is not None:
-            self._plan_webhooks(
-                message, wamid=wamid, spec=spec, failure=failure, now=now, phone=phone_number_id
-            )
+        pricing = MARKETING_PRICING if via == "marketing" else None
+        plan = functools.partial(
+            self._plan_webhooks, message, wamid=wamid, spec=spec, phone=phone_number_id, pricing=pricing
+        )
+        status = "accepted"
+        if spec is not None and self.pacer.holds(spec):
+            status = HELD_STATUS
+            self._hold(message, wamid=wamid, spec=spec, plan=plan, now=now, phone=phone_number_id)
+        elif self.emitter is not None:
+            plan(failure=failure, now=now)
         if spec is not None and template_key is not None:
             self._maybe_pause(spec, sends=self.state.template_sends[template_key])
-        return wamid
+        return wamid, status
+
+    def _hold(
+        self,
+        message: OutgoingMessage,
+        *,
+        wamid: str,
+        spec: TemplateSpec,
+        plan: Callable[..., None],
+        now: float,
+        phone: str,
+    ) -> None:
+        """Template pacing: a held status now; later the usual statuses, or 132015 (`sandbox.pacing`)."""
+        self.state.held += 1
+        failure = async_failure(self.config, wa_id=message.wa_id, spec=spec, opted_out=self.state.opted_out)
+        paused = (PAUSED_CODE, f"Template {spec.name} was paused while this message was held.")
+        if self.emitter is None:
+            self.pacer.hold(spec, release=lambda: None, fail=lambda: None)
+            return
+        held = {
+            "id": wamid,
+            "status": HELD_STATUS,
+            "timestamp": str(int(self.wall())),
+            "recipient_id": message.wa_id,
+        }
+        if message.callback_data is not None:
+            held["biz_opaque_callback_data"] = message.callback_data
+        self.emitter.schedule(field="statuses", value=held, at=now, phone_number_id=phone)
+        self.pacer.hold(
+            spec,
+            release=lambda: plan(failure=failure, now=self.clock()),
+            fail=lambda: plan(failure=paused, now=self.clock()),
+        )
 
     def _plan_webhooks(
         self,
@@ -254,19 +372,21 @@ class Sandbox:
         failure: tuple[int, str] | None,
         now: float,
         phone: str,
+        pricing: str | None = None,
     ) -> None:
         assert self.emitter is not None
+        category = spec.category if spec is not None else None
         accepted = AcceptedMessage(
             wamid=wamid,
             wa_id=message.wa_id,
             callback_data=message.callback_data,
-            category=spec.category if spec is not None else None,
+            category=pricing or category,
             accepted_wall_s=self.wall(),
             failure=failure,
         )
         nth = self.state.accepted_per_recipient.get(message.wa_id, 0)
         rng = random.Random(f"{self.config.seed}:{message.content_key}:{nth}")
-        template = spec.name if spec is not None else None
+        template = f"{spec.name}/{spec.language}" if spec is not None else None
         timing = timing_for(self.config, template)
         plan = plan_statuses(accepted, timing=timing, rng=rng, counts=self.state.webhooks)
         self.emitter.schedule_statuses(plan, now=now, phone_number_id=phone)
@@ -281,9 +401,18 @@ class Sandbox:
             field, value, _ = change
             self.emitter.schedule(field=field, value=value, at=at + REPLY_AFTER_S)
 
+    def _pause_paced(self, spec: TemplateSpec) -> None:
+        """Template pacing ended badly: the template is PAUSED (`sandbox.pacing`)."""
+        self._pause(spec, description=f"Your template {spec.name} was paused after pacing (sandbox).")
+
     def _maybe_pause(self, spec: TemplateSpec, *, sends: int) -> None:
         if spec.status != "APPROVED" or not self.faults.pauses_now(sends):
             return
+        self._pause(
+            spec, description=f"Your template {spec.name} was paused for low quality (sandbox fault)."
+        )
+
+    def _pause(self, spec: TemplateSpec, *, description: str) -> None:
         self.book.set_status(spec.name, spec.language, "PAUSED")
         if self.emitter is None:
             return
@@ -295,10 +424,29 @@ class Sandbox:
             "reason": "NONE",
             "other_info": {
                 "title": "FIRST_PAUSE",
-                "description": f"Your template {spec.name} was paused for low quality (sandbox fault).",
+                "description": description,
             },
         }
         self.emitter.schedule(field="message_template_status_update", value=value, at=self.clock())
+
+    # -- media -------------------------------------------------------------------------------------
+
+    async def handle_media_upload(self, request: web.Request) -> web.Response:
+        """`POST /{version}/{phone_number_id}/media` (multipart: file, type, messaging_product) → id."""
+        if not self._authorized(request):
+            return self._cloud_error(Problem(190, "Invalid OAuth access token."))
+        phone_number_id = request.match_info["phone_number_id"]
+        if phone_number_id != self.config.phone_number_id:
+            return self._not_found(phone_number_id)
+        upload = await read_upload(request)
+        if isinstance(upload, Problem):
+            return self._cloud_error(upload)
+        media_id = self.media.add(phone_number_id, *upload)
+        return web.Response(body=json.dumps({"id": media_id}).encode(), content_type=JSON)
+
+    async def handle_media_list(self, _request: web.Request) -> web.Response:
+        """`GET /_sandbox/media`: how many uploads were made and what each id holds."""
+        return web.Response(body=json.dumps(self.media.to_json()).encode(), content_type=JSON)
 
     # -- On-Premises -------------------------------------------------------------------------------
 
@@ -374,6 +522,33 @@ class Sandbox:
                 )
                 body["paging"]["next"] = str(next_url)
         return web.Response(body=json.dumps(body).encode(), content_type=JSON)
+
+    async def handle_template_submit(self, request: web.Request) -> web.Response:
+        """`POST /{version}/{waba_id}/message_templates`: a submission, PENDING until its review."""
+        problem = self._management_problem(request)
+        try:
+            data = await request.json() if problem is None else None
+        except ValueError:
+            data = None
+        answer = problem or self.reviewer.submit(data)
+        if isinstance(answer, Problem):
+            return self._cloud_error(answer)
+        return web.Response(body=json.dumps(answer).encode(), content_type=JSON)
+
+    async def handle_template_delete(self, request: web.Request) -> web.Response:
+        """`DELETE /{version}/{waba_id}/message_templates?name=NAME`."""
+        answer = self._management_problem(request) or self.reviewer.delete(request.query.get("name", ""))
+        if isinstance(answer, Problem):
+            return self._cloud_error(answer)
+        return web.Response(body=json.dumps(answer).encode(), content_type=JSON)
+
+    def _management_problem(self, request: web.Request) -> Problem | None:
+        if not self._authorized(request):
+            return Problem(190, "Invalid OAuth access token.")
+        waba_id = request.match_info["waba_id"]
+        if waba_id != self.config.waba_id:
+            return Problem(100, f"Unsupported request. Object with ID '{waba_id}' does not exist.")
+        return None
 
     def _phone_fields(self, phone_number_id: str) -> dict[str, Any]:
         return {

@@ -78,6 +78,9 @@ class SandboxStats:
     #: Per phone number: acceptances per 1 s window, and the most in any trailing second (sliding).
     accepted_per_window_by_phone: dict[str, dict[int, int]] = field(default_factory=dict)
     max_accepted_trailing_1s_by_phone: dict[str, int] = field(default_factory=dict)
+    #: Acceptances by endpoint ("cloud", "marketing") and the acceptances held by template pacing.
+    accepted_by_path: dict[str, int] = field(default_factory=dict)
+    held: int = 0
 
     def to_json(self, *, per_recipient: bool = True) -> dict[str, Any]:
         """JSON-ready dict (integer keys become strings)."""
@@ -95,6 +98,8 @@ class SandboxStats:
             "async_failures_by_code": {str(k): v for k, v in self.async_failures_by_code.items()},
             "accepted_per_recipient": self.accepted_per_recipient if per_recipient else {},
             "template_sends": self.template_sends,
+            "accepted_by_path": self.accepted_by_path,
+            "held": self.held,
             "resets_after_accept": self.resets_after_accept,
             "webhooks": self.webhooks,
             "accepted_per_window_by_phone": {
@@ -126,6 +131,10 @@ class SandboxState:
         self.attempts_per_recipient: Counter[str] = Counter()
         self.template_sends: Counter[str] = Counter()
         self.resets_after_accept = 0
+        #: Acceptances by endpoint ("cloud", "marketing"; On-Premises counts as "cloud") and how many
+        #: were held by template pacing (`sandbox.pacing`).
+        self.accepted_by_path: Counter[str] = Counter()
+        self.held = 0
         #: The last message accepted per recipient (for quick-reply taps), the most recent LAST_WAMIDS only.
         self.last_wamid: OrderedDict[str, str] = OrderedDict()
         self.opted_out: set[str] = set()
@@ -253,4 +262,6 @@ class SandboxState:
                 for phone, windows in self.accepted_per_window_by_phone.items()
             },
             max_accepted_trailing_1s_by_phone=dict(self.max_trailing_1s_by_phone),
+            accepted_by_path=dict(self.accepted_by_path),
+            held=self.held,
         )

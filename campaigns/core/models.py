@@ -34,8 +34,10 @@ class MessageState(enum.StrEnum):
 
     PLANNED = "planned"  # waiting to be sent (maybe with next_attempt_at in the future)
     SKIPPED = "skipped"  # never to be sent; skip_reason says why
-    SENDING = "sending"  # claimed and durably marked before the request is written
+    CLAIMED = "claimed"  # leased to a run (lease_owner, lease_expires_at) to send soon: nothing on the wire
+    SENDING = "sending"  # durably marked just before its request is written (may have reached the platform)
     ACCEPTED = "accepted"  # the platform answered with a wamid
+    HELD = "held"  # accepted but held_for_quality_assessment (template pacing): not failed, never resent
     SENT = "sent"  # status webhooks, in funnel order
     DELIVERED = "delivered"
     READ = "read"
@@ -47,8 +49,10 @@ class MessageState(enum.StrEnum):
 DEDUP_BLOCKING_STATES = frozenset(
     {
         MessageState.PLANNED,
+        MessageState.CLAIMED,
         MessageState.SENDING,
         MessageState.ACCEPTED,
+        MessageState.HELD,
         MessageState.SENT,
         MessageState.DELIVERED,
         MessageState.READ,
@@ -61,9 +65,10 @@ STATUS_RANK = {
     MessageState.SENDING: 0,
     MessageState.UNKNOWN: 0,
     MessageState.ACCEPTED: 1,
-    MessageState.SENT: 2,
-    MessageState.DELIVERED: 3,
-    MessageState.READ: 4,
+    MessageState.HELD: 2,
+    MessageState.SENT: 3,
+    MessageState.DELIVERED: 4,
+    MessageState.READ: 5,
 }
 
 
@@ -190,6 +195,10 @@ class Campaign(SQLModel, table=True):
     header_media_sha256: str | None = Field(default=None, sa_column=Column(sa.String(64)))
     header_media_type: str | None = Field(default=None, sa_column=Column(sa.String(100)))
     button_payloads: dict[str, str] = _json(default=dict)
+    #: The send path: "cloud" or "marketing" (Marketing Messages API); None = the sender's own API (onprem).
+    via: str | None = Field(default=None, sa_column=Column(sa.String(16)))
+    #: product_policy of the Marketing Messages API path: CLOUD_API_FALLBACK or STRICT (None on other paths).
+    product_policy: str | None = Field(default=None, sa_column=Column(sa.String(24)))
     state: str = Field(
         default=CampaignState.DRAFT, sa_column=Column(sa.String(16), nullable=False, index=True)
     )
@@ -204,14 +213,16 @@ class Campaign(SQLModel, table=True):
     deadline: datetime | None = _ts()
     resume_after: datetime | None = _ts()
     parent_id: int | None = Field(default=None, sa_column=Column(sa.Integer(), sa.ForeignKey("campaign.id")))
+    #: A staged rollout (issue #16): stages, wait, seed, guardrail overrides (`campaigns.rollout`).
+    rollout: dict[str, Any] | None = Field(default=None, sa_column=Column(sa.JSON(), nullable=True))
+    #: The last rollout stage released for sending (0 = the first); rows of later stages are not claimed.
+    rollout_stage: int | None = Field(default=None, sa_column=Column(sa.Integer()))
+    #: An A/B test (issue #16): variants, split, test share, metric, alpha, default, the decision.
+    ab: dict[str, Any] | None = Field(default=None, sa_column=Column(sa.JSON(), nullable=True))
     #: The audience: only list members matching this segment expression (issue #15); None = all.
     audience_where: str | None = Field(default=None, sa_column=Column(sa.Text()))
     #: The saved segment the expression was copied from at creation, for display.
     audience_segment: str | None = Field(default=None, sa_column=Column(sa.String(200)))
-    #: A staged rollout (issue #16): stages, wait, seed, guardrail overrides (`campaigns.rollout`); None = none.
-    rollout: dict[str, Any] | None = Field(default=None, sa_column=Column(sa.JSON(), nullable=True))
-    #: The last rollout stage released for sending (0 = the first); rows of later stages are not claimed.
-    rollout_stage: int | None = Field(default=None, sa_column=Column(sa.Integer()))
     created_at: datetime = _created()
     updated_at: datetime = _created()
     planned_at: datetime | None = _ts()
@@ -286,8 +297,12 @@ class Message(SQLModel, table=True):
     next_attempt_at: datetime | None = _ts()
     lease_owner: str | None = Field(default=None, sa_column=Column(sa.String(128)))
     lease_expires_at: datetime | None = _ts()
-    #: The rollout stage of this recipient (drawn at plan time, `campaigns.rollout.stages`); None = no rollout.
+    #: When the run holding the row claimed it (its tier count carries this time: given back if unsent).
+    claimed_at: datetime | None = _ts()
+    #: This recipient's rollout stage (drawn at plan time, `campaigns.rollout.stages`); None = no rollout.
     stage: int | None = Field(default=None, sa_column=Column(sa.SmallInteger()))
+    #: The A/B variant this recipient got (`campaigns.rollout.variants`); None = no A/B test.
+    variant: str | None = Field(default=None, sa_column=Column(sa.String(16)))
     wamid: str | None = Field(default=None, sa_column=Column(sa.String(128), index=True))
     message_status: str | None = Field(default=None, sa_column=Column(sa.String(40)))
     error_code: int | None = Field(default=None, sa_column=Column(sa.Integer()))
@@ -296,6 +311,8 @@ class Message(SQLModel, table=True):
     #: pricing.type of the status webhook: regular, free_customer_service or free_entry_point.
     pricing_type: str | None = Field(default=None, sa_column=Column(sa.String(40)))
     billable: bool | None = Field(default=None, sa_column=Column(sa.Boolean()))
+    #: The path the row is sent by (planned) and took (accepted): "cloud", "marketing" or "onprem".
+    via: str | None = Field(default=None, sa_column=Column(sa.String(16)))
     planned_at: datetime = _created()
     sending_at: datetime | None = _ts()
     accepted_at: datetime | None = _ts()
@@ -394,6 +411,8 @@ class CampaignRun(SQLModel, table=True):
     worker: str = Field(sa_column=Column(sa.String(128), nullable=False))
     started_at: datetime = _created()
     finished_at: datetime | None = _ts()
+    #: The run's heartbeat on the database's clock: an open run whose lease expired is dead (issue #13).
+    lease_expires_at: datetime | None = _ts()
     outcome: str | None = Field(default=None, sa_column=Column(sa.String(200)))
     accepted: int = Field(default=0, sa_column=Column(sa.Integer(), nullable=False, server_default="0"))
     failed: int = Field(default=0, sa_column=Column(sa.Integer(), nullable=False, server_default="0"))

@@ -21,7 +21,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from campaigns.core.exceptions import ConfigError
 from campaigns.core.resources import config_dir, default_config_file
 
-ApiKind = Literal["cloud", "onprem"]
+ApiKind = Literal["cloud", "onprem", "marketing"]
+#: The path of a campaign on a Cloud sender: Cloud API or the Marketing Messages API.
+Via = Literal["cloud", "marketing"]
+ProductPolicy = Literal["CLOUD_API_FALLBACK", "STRICT"]
 TIER_UNLIMITED = "TIER_UNLIMITED"
 #: Tier names of older material, still read (config, platform answers, webhooks); never written.
 LEGACY_TIERS: dict[str, int] = {"TIER_50": 50, "TIER_1K": 1000}
@@ -251,7 +254,7 @@ class CampaignSettings(_Section):
 
 
 class RolloutSettings(_Section):
-    """Staged rollouts: the wait between stages and the guardrails that judge a stage (`campaigns.rollout`)."""
+    """Staged rollouts (`campaigns.rollout`): the wait between stages, the guardrails judging a stage."""
 
     wait_s: float = Field(gt=0)
     min_webhook_share: float = Field(ge=0, le=1)
@@ -261,6 +264,21 @@ class RolloutSettings(_Section):
     max_optout_rate: float = Field(ge=0, le=1)
     template_downgrade: float = Field(ge=0, le=1)
     sender_downgrade: float = Field(ge=0, le=1)
+
+
+class MarketingSettings(_Section):
+    """The Marketing Messages API path (`POST /{phone_number_id}/marketing_messages`, issue #14)."""
+
+    #: The path of a MARKETING campaign on a sender whose api is "cloud" when `--via` is not given.
+    default_via: Via
+    #: What the platform (and wacamp, on 131055) does when the marketing path cannot deliver.
+    product_policy: ProductPolicy
+    #: message_activity_sharing sent with every message; None leaves it out (the platform's default).
+    message_activity_sharing: bool | None = None
+    #: A template not synced to the marketing path yet (just created, or idle > 7 days: 131009) is
+    #: retried after this, doubling up to `warmup_retry_max_s` (Meta: usable within 10 minutes).
+    warmup_retry_s: float = Field(gt=0)
+    warmup_retry_max_s: float = Field(gt=0)
 
 
 class WorkerSettings(_Section):
@@ -322,6 +340,7 @@ class Settings(BaseSettings):
     contacts: ContactSettings
     campaigns: CampaignSettings
     rollout: RolloutSettings
+    marketing: MarketingSettings
     worker: WorkerSettings
     logging: LoggingSettings
     sandbox: SandboxSettings

@@ -20,17 +20,20 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from campaigns.content.media import ensure_media_id
+from campaigns.content.paths import SendPath
 from campaigns.content.payloads import BodyFormatter, ParameterTooLong, PayloadError
 from campaigns.content.personalisation import MissingColumn, Personaliser, binding_problems
 from campaigns.control import change_state, find_campaign
+from campaigns.core.bulk import insert_ignoring_conflicts
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import UserError, ValidationFailed
@@ -42,6 +45,7 @@ from campaigns.core.models import Campaign, CampaignState, MessageState
 from campaigns.core.settings import Settings
 from campaigns.definitions import bindings_of, template_problems
 from campaigns.rollout.stages import stage_assigner
+from campaigns.rollout.variants import row_builder
 from campaigns.segments.audience import segment_condition
 from campaigns.templates.catalog import find_templates, record_of
 
@@ -86,13 +90,22 @@ class _RowBuilder:
     """Classifies one contact into a planned or skipped row (no ids, no I/O)."""
 
     def __init__(
-        self, *, campaign: Campaign, personaliser: Personaliser, api: Any, namespace: str | None
+        self,
+        *,
+        campaign: Campaign,
+        personaliser: Personaliser,
+        path: SendPath,
+        namespace: str | None,
+        variant: str | None = None,
     ) -> None:
+        self.via = path.via
+        self.variant = variant  # the A/B variant whose rows this builder makes (issue #16)
         self.campaign_id = campaign.id
         self.stage_of = stage_assigner(campaign)  # the rollout stage (issue #16), None without one
         self.personaliser = personaliser
         self.formatter = BodyFormatter(
-            api=api,
+            api=path.body_api,
+            marketing=path.marketing,
             name=personaliser.template_name,
             language=personaliser.language,
             namespace=namespace,
@@ -117,19 +130,18 @@ class _RowBuilder:
 
     def add(self, chunk: _Chunk, contact: Mapping[Any, Any], *, now: datetime) -> None:
         reason, rendered = self.skip_reason_and_render(contact)
-        row = {
-            "campaign_id": self.campaign_id,
+        row = {  # campaign_id, planned_at and updated_at are the same for all: `_write_chunk` adds them
             "contact_id": contact["id"],
             "phone": contact["phone"],
             "stage": self.stage_of(contact["id"]),
+            "variant": self.variant,
             "content_hash": rendered.content_hash if rendered else "",
             "dedup_hash": None,
             "state": MessageState.SKIPPED.value,
             "skip_reason": reason,
             "body": None,
+            "via": self.via,
             "next_attempt_at": None,
-            "planned_at": now,
-            "updated_at": now,
         }
         if reason is not None:
             chunk.skipped.append(row)
@@ -151,10 +163,6 @@ class _RowBuilder:
         return row
 
 
-def _insert(conn: Connection) -> Any:
-    return (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)(MESSAGE)
-
-
 def allocate_message_ids(conn: Connection, count: int) -> list[int]:
     """`count` ledger row ids, allocated before the insert (inside the write transaction)."""
     if count == 0:
@@ -169,27 +177,33 @@ def allocate_message_ids(conn: Connection, count: int) -> list[int]:
 def _present_ids(conn: Connection, ids: list[int]) -> set[int]:
     """Which of `ids` (allocated to this transaction alone) are now in the ledger.
 
-    Same-transaction read-back instead of ``RETURNING``: the ids are ours, so a row with one of them
-    exists exactly when our insert wrote it, and the unique constraints (not this read) decided
-    which rows conflicted. On PostgreSQL ``RETURNING`` forces SQLAlchemy's batched multi-VALUES
-    path, measured 2.5x slower than the pipelined executemany used without it.
+    SQLite's ``executemany`` cannot return them, so the same transaction reads them back: the ids are
+    ours, so a row with one of them exists exactly when our insert wrote it, and the unique
+    constraints (not this read) decided which rows conflicted. PostgreSQL's bulk insert returns them.
     """
     wanted = set(ids)
     query = sa.select(MESSAGE.c.id).where(MESSAGE.c.id.between(min(ids), max(ids)))
     return {int(value) for value in conn.execute(query).scalars() if value in wanted}
 
 
-def _write_chunk(
-    conn: Connection, chunk: _Chunk, builder: _RowBuilder
-) -> tuple[list[dict[str, Any]], list[str]]:
+def _insert_planned(conn: Connection, rows: list[dict[str, Any]], constants: dict[str, Any]) -> set[int]:
+    """Insert the planned rows (ON CONFLICT DO NOTHING); the ids of those the constraints let in."""
+    if not rows:
+        return set()
+    written = insert_ignoring_conflicts(conn, MESSAGE, rows, constants=constants, returning=MESSAGE.c.id)
+    return set(written) if written is not None else _present_ids(conn, [row["id"] for row in rows])
+
+
+_Written = tuple[list[dict[str, Any]], list[str]]
+
+
+def _write_chunk(conn: Connection, chunk: _Chunk, builder: _RowBuilder, *, at: datetime) -> _Written:
     """Insert one chunk; returns the rows planned and the skip reasons written."""
     ids = allocate_message_ids(conn, len(chunk.planned) + len(chunk.skipped))
     planned = [builder.freeze(row, ids[i]) for i, row in enumerate(chunk.planned)]
     skipped = [{**row, "id": ids[len(planned) + i]} for i, row in enumerate(chunk.skipped)]
-    inserted: set[int] = set()
-    if planned:
-        conn.execute(_insert(conn).on_conflict_do_nothing(), planned)
-        inserted = _present_ids(conn, [row["id"] for row in planned])
+    constants = {"campaign_id": builder.campaign_id, "planned_at": at, "updated_at": at}
+    inserted = _insert_planned(conn, planned, constants)
     for row in planned:
         if row["id"] not in inserted:  # the (contact_id, dedup_hash) constraint said: already given
             row.update(
@@ -200,9 +214,68 @@ def _write_chunk(
                 next_attempt_at=None,
             )
             skipped.append(row)
-    if skipped:
-        conn.execute(_insert(conn).on_conflict_do_nothing(), skipped)
+    insert_ignoring_conflicts(conn, MESSAGE, skipped, constants=constants)
     return [row for row in planned if row["id"] in inserted], [row["skip_reason"] for row in skipped]
+
+
+class _ChunkWriter:
+    """Writes chunks, each in its own transaction, one at a time, and counts what they wrote.
+
+    On a file database the writes run in a thread while the caller reads and renders the next chunk:
+    the database's insert runs without the GIL, so planning uses both cores. At most one chunk waits
+    (flat memory); its error is raised by the next `submit` or on leaving the ``with`` block. A
+    ``:memory:`` SQLite database is one per connection, so it is written in the caller's thread.
+    """
+
+    def __init__(
+        self, engine: Engine, builder: _RowBuilder, *, at: datetime, progress: Callable[[int], None] | None
+    ) -> None:
+        self.engine, self.builder, self.at, self.progress = engine, builder, at, progress
+        self.planned, self.deferred, self.skipped = 0, 0, Counter[str]()
+        database = engine.url.database or ""
+        in_memory = engine.dialect.name == "sqlite" and (database in ("", ":memory:") or "memory" in database)
+        self._pool = None if in_memory else ThreadPoolExecutor(1, thread_name_prefix="wacamp-plan-writer")
+        self._pending: tuple[Future[_Written], int] | None = None
+
+    def submit(self, chunk: _Chunk, *, contacts: int) -> None:
+        """Write `chunk` (of `contacts` members) after the one before it is written."""
+        self.wait()
+        if self._pool is None:
+            self._count(self._write(chunk), contacts)
+            return
+        self._pending = (self._pool.submit(self._write, chunk), contacts)
+
+    def wait(self) -> None:
+        """Wait for the chunk being written; its error, if it failed."""
+        if self._pending is not None:
+            future, contacts = self._pending
+            self._pending = None
+            self._count(future.result(), contacts)
+
+    def _write(self, chunk: _Chunk) -> _Written:
+        with write_transaction(self.engine) as conn:
+            return _write_chunk(conn, chunk, self.builder, at=self.at)
+
+    def _count(self, written: _Written, contacts: int) -> None:
+        rows, reasons = written
+        self.planned += len(rows)
+        self.deferred += sum(1 for row in rows if row["next_attempt_at"] is not None)
+        self.skipped.update(reasons)
+        if self.progress is not None:
+            self.progress(contacts)
+
+    def __enter__(self) -> _ChunkWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        try:
+            if kind is None:
+                self.wait()
+            elif self._pending is not None:  # the caller failed: let the chunk in flight finish
+                self._pending[0].exception()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
 
 
 def _members_query(
@@ -281,6 +354,10 @@ def _personaliser(engine: Engine, campaign: Campaign, settings: Settings) -> tup
     shape = record_of(template).shape()
     bindings = bindings_of(campaign)
     problems = binding_problems(shape, bindings)
+    if not problems and campaign.header_media_file:
+        media_id = ensure_media_id(engine, settings=settings, campaign=campaign)
+        sha256 = campaign.header_media_sha256
+        bindings = replace(bindings, header_media_id=media_id, header_media_sha256=sha256)
     if problems:
         raise ValidationFailed(problems, what=f"planning campaign {campaign.name!r}")
     personaliser = Personaliser(
@@ -314,16 +391,55 @@ def plan_campaign(
     target = campaign if isinstance(campaign, Campaign) else find_campaign(engine, campaign)
     if target.state in (CampaignState.CANCELLED, CampaignState.COMPLETED):
         raise UserError(f"campaign {target.name!r} is {target.state}: it cannot be planned")
-    personaliser, namespace = _personaliser(engine, target, settings)
-    builder = _RowBuilder(
-        campaign=target,
-        personaliser=personaliser,
-        api=settings.sender(target.sender_name).api,
-        namespace=namespace,
-    )
+
+    def make(variant_campaign: Campaign, variant: str | None) -> _RowBuilder:
+        personaliser, namespace = _personaliser(engine, variant_campaign, settings)
+        path = SendPath.of(
+            via=target.via,
+            product_policy=target.product_policy,
+            sender=settings.sender(target.sender_name),
+            settings=settings.marketing,
+        )
+        return _RowBuilder(
+            campaign=target, personaliser=personaliser, path=path, namespace=namespace, variant=variant
+        )
+
+    # One builder, or one per A/B variant behind the same add/freeze/campaign_id (issue #16).
+    builder = cast(_RowBuilder, row_builder(target, make))
     at = now or utcnow()
     segment = segment_condition(engine, target.audience_where, now=at)
-    planned, deferred, skipped = 0, 0, Counter[str]()
+    with _ChunkWriter(engine, builder, at=at, progress=progress) as writer:
+        _plan_chunks(
+            engine,
+            target,
+            builder,
+            writer,
+            chunk_size=chunk_size,
+            only_contacts=only_contacts,
+            segment=segment,
+            at=at,
+        )
+    _mark_planned(engine, target, at)
+    return PlanOutcome(
+        campaign_id=int(target.id or 0),
+        planned=writer.planned,
+        skipped=dict(writer.skipped),
+        deferred=writer.deferred,
+    )
+
+
+def _plan_chunks(
+    engine: Engine,
+    target: Campaign,
+    builder: _RowBuilder,
+    writer: _ChunkWriter,
+    *,
+    chunk_size: int,
+    only_contacts: sa.Select[Any] | None,
+    segment: sa.ColumnElement[bool] | None,
+    at: datetime,
+) -> None:
+    """Read the members chunk by chunk, build their rows and hand each chunk to the writer."""
     after_id = 0
     while True:
         with engine.connect() as conn:
@@ -343,17 +459,7 @@ def plan_campaign(
         chunk = _Chunk()
         for contact in contacts:
             builder.add(chunk, contact, now=at)
-        with write_transaction(engine) as conn:
-            rows, reasons = _write_chunk(conn, chunk, builder)
-        planned += len(rows)
-        deferred += sum(1 for row in rows if row["next_attempt_at"] is not None)
-        if progress is not None:
-            progress(len(contacts))
-        skipped.update(reasons)
-    _mark_planned(engine, target, at)
-    return PlanOutcome(
-        campaign_id=int(target.id or 0), planned=planned, skipped=dict(skipped), deferred=deferred
-    )
+        writer.submit(chunk, contacts=len(contacts))
 
 
 def _mark_planned(engine: Engine, campaign: Campaign, at: datetime) -> None:

@@ -32,22 +32,30 @@ from campaigns.core.models import (
 )
 from campaigns.core.settings import LimitsSettings, Settings
 from campaigns.definitions import list_name
-from campaigns.planning.pricing import RateCard, load_rate_card
+from campaigns.planning.pricing import (
+    CHARGED_PRICING_TYPE,
+    FREE_PRICING_TYPES,
+    RateCard,
+    load_rate_card,
+)
 from campaigns.report.error_catalog import error_info
+from campaigns.report.stages import rollout_report
+from campaigns.report.variants import ab_report
+from campaigns.templates.drift import category_drift, effective_category
 
 REPORT_VERSION = 1
 
 S = MessageState
 #: The funnel: each count includes the states after it (a read message was delivered, sent, accepted).
 FUNNEL: dict[str, tuple[S, ...]] = {
-    "accepted": (S.ACCEPTED, S.SENT, S.DELIVERED, S.READ),
+    "accepted": (S.ACCEPTED, S.HELD, S.SENT, S.DELIVERED, S.READ),
     "sent": (S.SENT, S.DELIVERED, S.READ),
     "delivered": (S.DELIVERED, S.READ),
     "read": (S.READ,),
 }
-PENDING_STATES = (S.PLANNED, S.SENDING)
+PENDING_STATES = (S.PLANNED, S.CLAIMED, S.SENDING)
 #: When a send happened, as the platform saw it: its answer (accepted or failed), else the claim time.
-#: (`sending_at` is written when a batch is claimed, before the requests go out, so it bunches up.)
+#: (`sending_at` is written by the group commit just before the requests go out.)
 SENT_AT = sa.func.coalesce(MESSAGE.c.accepted_at, MESSAGE.c.failed_at, MESSAGE.c.sending_at)
 #: At most this many points per time series in the timeline (buckets grow with the campaign).
 MAX_POINTS = 1500
@@ -82,8 +90,11 @@ def campaign_facts(
             "throughput": _throughput(conn, campaign_id, series["sends"]),
             "tier": _tier(conn, settings, target, counts),
             "replies": _replies(conn, campaign_id),
-            "cost": _cost(groups, target, card),
+            "paths": _paths(conn, campaign_id),
+            "cost": _cost(groups, target, card, category=effective_category(conn, target)),
             "timeline": _timeline(series),
+            "rollout": rollout_report(conn, target, settings=settings, card=card, now=now or utcnow()),
+            "ab": ab_report(conn, target, card=card),
         }
     return facts
 
@@ -104,7 +115,10 @@ def _campaign(engine: Engine, conn: Connection, campaign: Campaign) -> dict[str,
         "template": campaign.template_name,
         "language": campaign.language,
         "category": campaign.category,
+        "category_drift": drift.warning if (drift := category_drift(conn, campaign)) else None,
         "sender": campaign.sender_name,
+        "via": campaign.via,
+        "product_policy": campaign.product_policy,
         "list": list_name(engine, campaign.list_id),
         "parent": parent,
         "created_at": _iso(campaign.created_at),
@@ -134,7 +148,7 @@ def _ledger_groups(conn: Connection, campaign: Campaign) -> list[_Group]:
     prefix = sa.func.substr(MESSAGE.c.phone, 1, 4).label("prefix")
     delivered = MESSAGE.c.state.in_([S.DELIVERED.value, S.READ.value])
     priced = sa.func.lower(sa.func.coalesce(MESSAGE.c.pricing_category, campaign.category))
-    billed = sa.case((sa.and_(delivered, MESSAGE.c.billable.is_(True)), priced)).label("billed")
+    billed = sa.case((sa.and_(delivered, _charged()), priced)).label("billed")
     keys = (MESSAGE.c.state, MESSAGE.c.skip_reason, MESSAGE.c.error_code, prefix, billed)
     rows = conn.execute(
         sa.select(*keys, sa.func.max(MESSAGE.c.error_title), sa.func.count())
@@ -145,6 +159,15 @@ def _ledger_groups(conn: Connection, campaign: Campaign) -> list[_Group]:
         _Group(str(state), skip, code, title, str(value or ""), cat, int(n))
         for state, skip, code, value, cat, title, n in rows
     ]
+
+
+def _charged() -> sa.ColumnElement[bool]:
+    """Whether a delivered row is charged: never a free pricing.type (free_customer_service,
+    free_entry_point) nor ``billable: false``; ``billable: true``, or no flag with type ``regular``."""
+    kind, billable = MESSAGE.c.pricing_type, MESSAGE.c.billable
+    not_free = sa.or_(kind.is_(None), kind.not_in(FREE_PRICING_TYPES))
+    flagged = sa.or_(billable.is_(True), sa.and_(billable.is_(None), kind == CHARGED_PRICING_TYPE))
+    return sa.and_(not_free, flagged)
 
 
 def _counts(conn: Connection, groups: list[_Group], list_id: int) -> tuple[dict[str, int], dict[str, int]]:
@@ -169,11 +192,23 @@ def _counts(conn: Connection, groups: list[_Group], list_id: int) -> tuple[dict[
         "planned": ledger - skipped,
         "skipped": skipped,
         **{stage: total(states) for stage, states in FUNNEL.items()},
+        "held": total([S.HELD]),
         "failed": total([S.FAILED]),
         "unknown": total([S.UNKNOWN]),
         "pending": total(PENDING_STATES),
     }
     return counts, dict(sorted(reasons.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _paths(conn: Connection, campaign_id: int) -> dict[str, int]:
+    """Accepted messages by the API that took them (`via`: cloud, marketing, onprem)."""
+    accepted = [state.value for state in FUNNEL["accepted"]]
+    query = (
+        sa.select(MESSAGE.c.via, sa.func.count())
+        .where(MESSAGE.c.campaign_id == campaign_id, MESSAGE.c.state.in_(accepted))
+        .group_by(MESSAGE.c.via)
+    )
+    return {str(via or "unrecorded"): int(n) for via, n in conn.execute(query)}
 
 
 def _ratio(part: int, whole: int) -> float | None:
@@ -299,9 +334,10 @@ def calling_code(prefix: str) -> int | None:
     return None
 
 
-def _cost(groups: list[_Group], campaign: Campaign, card: RateCard) -> dict[str, Any]:
-    """Estimate (rate card x planned / accepted rows) and actual (billable delivered rows)."""
-    category = campaign.category.lower()
+def _cost(groups: list[_Group], campaign: Campaign, card: RateCard, *, category: str) -> dict[str, Any]:
+    """Estimate (rate card x planned / accepted rows, at the template's current `category`) and actual
+    (charged delivered rows, at the category each was billed as)."""
+    category = category.lower()
     accepted_states = {s.value for s in FUNNEL["accepted"]}
     estimate: dict[int | None, list[int]] = {}
     actual: dict[tuple[str, int | None], int] = {}

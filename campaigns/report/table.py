@@ -8,12 +8,14 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from campaigns.planning.summary import format_duration
+from campaigns.report.stages_render import ab_table, rollout_table
 
 FUNNEL_ROWS = (
     ("list size", "list_size", None),
     ("planned", "planned", None),
     ("skipped", "skipped", "planned_or_ledger"),
     ("accepted", "accepted", "accepted"),
+    ("held (template pacing)", "held", None),
     ("sent", "sent", None),
     ("delivered", "delivered", "delivered"),
     ("read", "read", "read"),
@@ -39,7 +41,12 @@ def _definition(facts: dict[str, Any]) -> Table:
     state = c["state"] + (f" ({c['pause_reason']})" if c["pause_reason"] else "")
     table.add_row("state", f"[bold]{state}[/bold]")
     table.add_row("template", f"{c['template']} ({c['language']}, {c['category']})")
+    if c.get("category_drift"):
+        table.add_row("[yellow]category drift[/yellow]", c["category_drift"])
     table.add_row("list / sender", f"{c['list']} / {c['sender']}")
+    if c.get("via"):
+        policy = f" ({c['product_policy']})" if c.get("product_policy") else ""
+        table.add_row("send path", f"{c['via']}{policy}")
     if c["parent"]:
         table.add_row("follow-up of", c["parent"])
     for label, key in (("created", "created_at"), ("started", "started_at"), ("finished", "finished_at")):
@@ -107,6 +114,8 @@ def _operations(facts: dict[str, Any]) -> Table:
         "tier budget used",
         f"{tier['recipients_counted']:,}{limit} unique recipients ({tier['messaging_tier']})",
     )
+    paths = ", ".join(f"{via} {n:,}" for via, n in sorted(facts.get("paths", {}).items()))
+    table.add_row("accepted by API", paths or "–")
     table.add_row(
         "replies",
         f"{replies['replies']:,} replies, {replies['button_taps']:,} button taps, "
@@ -164,5 +173,7 @@ def render_table(facts: dict[str, Any], console: Console) -> None:
         _errors(facts),
         _operations(facts),
         _cost(facts),
+        rollout_table(facts),
+        ab_table(facts),
     ]
     console.print(Group(*(part for part in parts if part is not None)))

@@ -43,9 +43,21 @@ def upgrade() -> None:
         batch.add_column(sa.Column("submitted_at", UTCDateTime(), nullable=True))
     with op.batch_alter_table("message") as batch:
         batch.add_column(sa.Column("pricing_type", sa.String(40), nullable=True))
+    # Marketing Messages API as a send path (issue #14, part A): the path a campaign and each row took
+    with op.batch_alter_table("campaign") as batch:
+        batch.add_column(sa.Column("via", sa.String(16), nullable=True))
+        batch.add_column(sa.Column("product_policy", sa.String(24), nullable=True))
+    with op.batch_alter_table("message") as batch:
+        batch.add_column(sa.Column("via", sa.String(16), nullable=True))
 
 
 def downgrade() -> None:
+    # issue #14, part A
+    with op.batch_alter_table("message") as batch:
+        batch.drop_column("via")
+    with op.batch_alter_table("campaign") as batch:
+        batch.drop_column("product_policy")
+        batch.drop_column("via")
     # issue #14, part B
     with op.batch_alter_table("message") as batch:
         batch.drop_column("pricing_type")

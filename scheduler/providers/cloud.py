@@ -12,6 +12,7 @@ import tenacity
 from campaigns.core.exceptions import OutcomeUnknownError, ThrottledError, TransientError
 from scheduler.providers.base import PhoneLimits, SendResult
 from scheduler.providers.http import HttpTransport, error_for, send_result_from
+from scheduler.providers.marketing import marketing_url, send_marketing
 
 #: The phone-number fields `read_limits` asks for.
 PHONE_LIMIT_FIELDS = "whatsapp_business_manager_messaging_limit,throughput,quality_rating"
@@ -39,6 +40,7 @@ class CloudProvider:
         base = base_url.rstrip("/")
         node = quote(phone_number_id, safe="")
         self.messages_url = f"{base}/{version}/{node}/messages"
+        self.marketing_url = marketing_url(self.messages_url)
         self.phone_url = f"{base}/{version}/{node}?fields={PHONE_LIMIT_FIELDS}"
         self.transport = transport
         self._headers = {"Authorization": f"Bearer {access_token}", "Content-Type": "application/json"}
@@ -57,6 +59,12 @@ class CloudProvider:
             "POST", self.messages_url, headers=self._headers, body=body_json.encode("utf-8")
         )
         return send_result_from(answer)
+
+    async def send_marketing(self, body_json: str) -> SendResult:
+        """POST a frozen marketing body to the Marketing Messages API (`scheduler.providers.marketing`)."""
+        return await send_marketing(
+            self.transport, self.marketing_url, headers=self._headers, body_json=body_json
+        )
 
     async def read_limits(self) -> PhoneLimits:
         """Messaging tier, throughput level and quality rating of the phone number."""

@@ -7,9 +7,13 @@
           │                                                                  send task (one request)
     ledger (the queue) ◄── writer task (batched Core UPDATEs) ◄── outcome ◄──────────────┘
 
-- **Claims** take the next due `planned` rows (tier budget permitting) and mark them `sending` in a
-  short write transaction committed before any request; they are topped up only when fewer than half
-  a batch is waiting, so after a `kill -9` at most ``max_in_flight + claim batch`` rows are `unknown`.
+- **Claims** lease the next due `planned` rows (tier budget permitting) as `claimed`: nothing about
+  the wire; topped up when fewer than half a batch is waiting. A killed run's claimed rows go back to
+  `planned` once its lease expires (`scheduler.sending.ledger.recover_expired`).
+- **Marks**: just ahead of their permits, claimed rows are marked `sending` in small group commits
+  (the permits due in the next 0.1 s, `scheduler.sending.claims`), durable before any of their
+  requests is written; so after a `kill -9` at most ``requests in flight + rate x 0.1 s`` rows are
+  `sending`, then `unknown`.
 - **Sends** start when an in-flight slot is free and the sender's limiter allows (GCRA + hard cap
   over the trailing second, slowed down by the adaptive throttle on 130429).
 - **Outcomes** go to the one writer task; errors are handled by class
@@ -38,6 +42,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Engine
 
 from campaigns import control
+from campaigns.content.media import refresh_media_of
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import (
@@ -49,9 +54,9 @@ from campaigns.core.exceptions import (
 from campaigns.core.models import CampaignState
 from campaigns.core.settings import Settings
 from scheduler.providers.base import Provider
-from scheduler.sending import ledger, run_records
+from scheduler.sending import leases, ledger, run_records
 from scheduler.sending.budget import TierBudget, TierChoice, claim_within_budget, resolve_tier
-from scheduler.sending.claims import ClaimAhead
+from scheduler.sending.claims import ClaimAhead, mark_group_size
 from scheduler.sending.halt import Halt
 from scheduler.sending.in_flight import InFlight
 from scheduler.sending.journal import Journal, journal_key
@@ -60,6 +65,7 @@ from scheduler.sending.outage import DatabaseWait
 from scheduler.sending.outcome_actions import OutcomeActions
 from scheduler.sending.pace import Permit, SenderPace, make_pace
 from scheduler.sending.pairs import PairSpacer
+from scheduler.sending.route import SendRoute
 from scheduler.sending.run_report import (
     Progress,
     RunEnd,
@@ -135,12 +141,16 @@ class Dispatcher:
         self.stats = RunStats()
         self.budget: TierBudget | None = None
         self.tier: TierChoice | None = None
-        self.claims = ClaimAhead(self._claim_rows)
+        self.claims = ClaimAhead(self._claim_rows, self._mark_rows)
         #: Never more sends in flight than the provider has connections (`InFlight`).
         self.sends = InFlight(limit=min(self.dispatch.max_in_flight, provider.pool_limit))
         self.halt = Halt(on_halt=self.sends.wake)
         #: When each claimed-but-unsent row was claimed (limited tiers only): a release gives its count back.
         self._claimed_at: dict[int, datetime] = {}
+        #: Which endpoint the sends go to (the Marketing Messages API, with its Cloud API fallback).
+        self.route = SendRoute.for_campaign(
+            provider, via=campaign.via, product_policy=campaign.product_policy, sender_api=self.sender.api
+        )
         self.outcomes = OutcomeActions(
             campaign_id=campaign.id,
             sender=self.sender,
@@ -153,6 +163,8 @@ class Dispatcher:
             claimed_at=self._claimed_at,
             halt=self.halt,
             now=now,
+            route=self.route,
+            warmup_s=(settings.marketing.warmup_retry_s, settings.marketing.warmup_retry_max_s),
         )
         self._run_id: int | None = None
         self._recovery = run_records.Recovery(recovered_unknown=0, remaining=0)
@@ -173,6 +185,17 @@ class Dispatcher:
         """A claim, or none when the run gave up on the database (it halts then)."""
         try:
             return await self._in_db(self._claim, limit)
+        except DatabaseUnavailableError:
+            return []
+
+    async def _mark_rows(self, rows: list[ClaimedRow]) -> list[ClaimedRow]:
+        """Rows marked `sending` (committed), or none when the run gave up on the database.
+
+        Rows left unmarked stay `claimed` under this run's lease: released at its end, or given
+        back to the queue when the lease expires.
+        """
+        try:
+            return await self._in_db(self._mark, rows)
         except DatabaseUnavailableError:
             return []
 
@@ -252,7 +275,11 @@ class Dispatcher:
     async def _prepare(self) -> None:
         ref = self.campaign
         _refuse_if_stopped(ref)
-        self._recovery = await self._in_txn(run_records.recover_and_sweep, campaign=ref)
+        self._recovery = await self._recover()
+        if repointed := await asyncio.to_thread(
+            refresh_media_of, self.engine, settings=self.settings, campaign_id=ref.id
+        ):
+            self.announce(f"header media re-uploaded (close to expiring): {repointed} planned rows use it")
         self.tier = await resolve_tier(settings=self.settings, sender=self.sender, provider=self.provider)
         self.announce(describe_tier(self.tier))
         if recovered := self._recovery.recovered_unknown:
@@ -263,13 +290,32 @@ class Dispatcher:
             window_s=self.limits.tier_window_h * 3600,
             clock=self.now,
         )
-        self._run_id = await self._in_txn(run_records.start_run, campaign_id=ref.id, owner=self.owner)
+        self._run_id = await self._in_txn(
+            run_records.start_run, campaign_id=ref.id, owner=self.owner, lease_s=self.dispatch.lease_s
+        )
+
+    async def _recover(self) -> run_records.Recovery:
+        """Recovery at start; beside another run's live lease, wait until it expires (the holder died)
+        or is renewed (the holder lives: refused, exit 75). Never more than one lease long.
+        """
+        seen: datetime | None = None
+        while True:
+            try:
+                return await self._in_txn(run_records.recover_and_sweep, campaign=self.campaign)
+            except run_records.RunLeaseHeld as held:
+                if (seen is not None and held.until != seen) or self.stop.is_set():
+                    raise
+                if seen is None:
+                    self.announce(f"{held}: waiting until its lease expires or is renewed")
+                seen = held.until
+                await asyncio.sleep(min(1.0, max(0.05, held.left_s + 0.05)))
 
     # --------------------------------------------------------------- pump
     async def _pump(self) -> None:
         """Claim rows and start their sends until the run halts."""
         while not self.halted:
-            row = await self.claims.next_row(batch=self._claim_size(), halted=self.halted)
+            group = mark_group_size(self.pace.rate_per_s)
+            row = await self.claims.next_row(batch=self._claim_size(), group=group, halted=self.halted)
             if row is None:
                 await self._when_idle()
                 continue
@@ -292,10 +338,26 @@ class Dispatcher:
                 limit=limit,
                 now=now,
                 lease_s=self.dispatch.lease_s,
+                lease_from=leases.db_now(conn),
             )
         if not self.budget.unlimited:
             self._claimed_at.update((row.id, now) for row in rows)
         return rows
+
+    def _mark(self, rows: list[ClaimedRow]) -> list[ClaimedRow]:
+        """Mark claimed rows `sending` in one commit; those whose lease this run lost are dropped."""
+        with write_transaction(self.engine) as conn:
+            marked = ledger.mark_sending(
+                conn, owner=self.owner, message_ids=[r.id for r in rows], now=self.now()
+            )
+        if len(marked) < len(rows):
+            log.warning(
+                "%d claimed rows were no longer this run's (lease lost): not sent", len(rows) - len(marked)
+            )
+            for row in rows:
+                if row.id not in marked:
+                    self._claimed_at.pop(row.id, None)
+        return [row for row in rows if row.id in marked]
 
     async def _start_send(self, row: ClaimedRow) -> None:
         wait_s = self.pairs.wait_s(row.phone, time.monotonic())
@@ -348,7 +410,7 @@ class Dispatcher:
     # ---------------------------------------------------------------- send
     async def _send(self, row: ClaimedRow) -> None:
         try:
-            result = await self.provider.send(row.body)
+            result, via = await self.route.send(row)
         except asyncio.CancelledError:
             self.outcomes.record(
                 row, OutcomeKind.UNKNOWN, error_title="in flight when the run was forced to stop"
@@ -364,7 +426,7 @@ class Dispatcher:
             self.halt(StopReason.ERROR, f"unexpected error while sending: {type(exc).__name__}: {exc}")
         else:
             self.sends.landed(row, self.pace.clock.now())
-            self.outcomes.accept(row, wamid=result.wamid, message_status=result.message_status)
+            self.outcomes.accept(row, wamid=result.wamid, message_status=result.message_status, via=via)
 
     # ------------------------------------------------------------ helpers
     async def _watch_stop(self) -> None:

@@ -20,6 +20,7 @@ from campaigns.core.settings import LimitsSettings, SenderSettings
 from scheduler.sending.ledger import ClaimedRow, Outcome, OutcomeKind
 from scheduler.sending.pace import Permit, SenderPace
 from scheduler.sending.pairs import PairSpacer
+from scheduler.sending.route import SendRoute
 from scheduler.sending.run_report import RunStats, StopReason
 from scheduler.sending.writer import ContactAction, ResultWriter, ThrottleNote, TierRefund
 
@@ -46,6 +47,8 @@ class OutcomeActions:
         claimed_at: dict[int, datetime],
         halt: Callable[[StopReason, str], None],
         now: Callable[[], datetime],
+        route: SendRoute | None = None,
+        warmup_s: tuple[float, float] = outcomes.WARMUP_S,
     ) -> None:
         self.campaign_id = campaign_id
         self.sender = sender
@@ -58,6 +61,9 @@ class OutcomeActions:
         self.claimed_at = claimed_at
         self.halt = halt
         self.now = now
+        #: The run's send path (Marketing Messages API → Cloud API fallback), if it has one to switch.
+        self.route = route
+        self.warmup_s = warmup_s
 
     # ------------------------------------------------------------- actions
     def record(self, row: ClaimedRow, kind: OutcomeKind, **fields: Any) -> None:
@@ -66,10 +72,12 @@ class OutcomeActions:
             self.stats.unknown += 1
         self.writer.put(Outcome(kind=kind, message_id=row.id, at=self.now(), **fields))
 
-    def accept(self, row: ClaimedRow, *, wamid: str | None, message_status: str | None) -> None:
-        """The platform took the message."""
+    def accept(
+        self, row: ClaimedRow, *, wamid: str | None, message_status: str | None, via: str | None = None
+    ) -> None:
+        """The platform took the message (`via`: the path that took it)."""
         self.stats.accepted += 1
-        self.record(row, OutcomeKind.ACCEPTED, wamid=wamid, message_status=message_status)
+        self.record(row, OutcomeKind.ACCEPTED, wamid=wamid, message_status=message_status, via=via)
 
     def requeue(
         self, row: ClaimedRow, *, after_s: float, refund: bool, exc: PlatformError | None = None
@@ -108,6 +116,8 @@ class OutcomeActions:
             limits=self.limits,
             attempt=row.attempts,
             count_pair_strike=lambda: self.pairs.strike(row.phone),
+            cloud_fallback=self.route is not None and self.route.can_fall_back,
+            warmup_s=self.warmup_s,
         )
         self.apply(row, exc, action)
 
@@ -132,11 +142,17 @@ class OutcomeActions:
                 self.fail(row, exc)
             case outcomes.StopCampaign():
                 self.release(row)
-                self.halt(StopReason.CAMPAIGN_FATAL, f"({exc.code}) {exc.title}".strip())
+                self.halt(
+                    StopReason.CAMPAIGN_FATAL, outcomes.stop_reason(action, code=exc.code, title=exc.title)
+                )
             case outcomes.StopSender():
                 self.release(row)
                 message = f"sender {self.sender.name!r}: ({exc.code}) {exc.title}".strip()
                 self.halt(StopReason.SENDER_FATAL, message)
+            case outcomes.FallBackToCloud():
+                assert self.route is not None, "only a run with a route can fall back"
+                self.route.fall_back()
+                self.requeue(row, after_s=0.0, refund=True, exc=exc)
             case outcomes.RecordUnknown():
                 title = exc.title or str(exc)
                 self.record(row, OutcomeKind.UNKNOWN, error_code=exc.code, error_title=title)

@@ -41,6 +41,10 @@ class StatusEvent:
     billable: bool | None = None
     error_code: int | None = None
     error_title: str | None = None
+    #: The recipient as E.164 (`recipient_id`): settles rows sent without callback data (marketing path).
+    recipient: str | None = None
+    #: pricing.type: regular, free_customer_service or free_entry_point.
+    pricing_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,19 @@ class TemplateStatusEvent:
 
 
 @dataclass(frozen=True)
+class TemplateCategoryEvent:
+    """`template_category_update`: a template's category changes (`new_category`) or will change
+    (`correct_category`, announced about 24 h ahead)."""
+
+    platform_id: str | None
+    name: str | None
+    language: str | None
+    new_category: str | None
+    previous_category: str | None
+    correct_category: str | None
+
+
+@dataclass(frozen=True)
 class SenderCapabilityEvent:
     """`phone_number_quality_update` / `business_capability_update`: tier or throughput changed."""
 
@@ -100,7 +117,13 @@ class AccountEvent:
 
 
 Event = (
-    StatusEvent | InboundEvent | PreferenceEvent | TemplateStatusEvent | SenderCapabilityEvent | AccountEvent
+    StatusEvent
+    | InboundEvent
+    | PreferenceEvent
+    | TemplateStatusEvent
+    | TemplateCategoryEvent
+    | SenderCapabilityEvent
+    | AccountEvent
 )
 
 
@@ -134,6 +157,8 @@ def _parse_change(
         return [event for event in prefs if event is not None]
     if field == "message_template_status_update":
         return [_template_status(value)] if value.get("event") else []
+    if field == "template_category_update":
+        return [_template_category(value)]
     if field in ("phone_number_quality_update", "business_capability_update"):
         return [_capability(field, value, tiers)]
     if field == "account_update" and value.get("event"):
@@ -211,9 +236,11 @@ def _status(item: dict[str, Any], received_at: datetime) -> StatusEvent | None:
         message_id=message_id_of(item.get("biz_opaque_callback_data")),
         at=timestamp_of(item.get("timestamp"), received_at),
         pricing_category=_str(pricing.get("category"), max_len=40),
+        pricing_type=_str(pricing.get("type"), max_len=40),
         billable=billable if isinstance(billable, bool) else None,
         error_code=_int(error.get("code")),
         error_title=_error_title(error),
+        recipient=phone_of(item.get("recipient_id")),
     )
 
 
@@ -287,6 +314,22 @@ def _template_status(value: dict[str, Any]) -> TemplateStatusEvent:
         name=_str(value.get("message_template_name")),
         language=_str(value.get("message_template_language")),
         reason=_str(value.get("reason"), max_len=200),
+    )
+
+
+def _category(value: Any) -> str | None:
+    text = _str(value, max_len=32)
+    return text.upper() if text else None
+
+
+def _template_category(value: dict[str, Any]) -> TemplateCategoryEvent:
+    return TemplateCategoryEvent(
+        platform_id=_str(value.get("message_template_id"), max_len=64),
+        name=_str(value.get("message_template_name")),
+        language=_str(value.get("message_template_language")),
+        new_category=_category(value.get("new_category")),
+        previous_category=_category(value.get("previous_category")),
+        correct_category=_category(value.get("correct_category")),
     )
 
 

@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,6 +46,7 @@ from campaigns.core.models import (
     MessageState,
 )
 from campaigns.core.settings import Settings
+from scheduler.webhooks.by_recipient import tie_by_recipient
 from scheduler.webhooks.events import (
     AccountEvent,
     Event,
@@ -54,6 +55,7 @@ from scheduler.webhooks.events import (
     PreferenceEvent,
     SenderCapabilityEvent,
     StatusEvent,
+    TemplateCategoryEvent,
     TemplateStatusEvent,
     parse_webhook,
 )
@@ -63,17 +65,26 @@ log = logging.getLogger(__name__)
 
 S = MessageState
 #: Rows a status webhook may touch: everything the platform has (or may have) accepted.
-_LIVE = (S.SENDING, S.UNKNOWN, S.ACCEPTED, S.SENT, S.DELIVERED, S.READ)
-#: The states each status may move a row from (forward only).
+_LIVE = (S.SENDING, S.UNKNOWN, S.ACCEPTED, S.HELD, S.SENT, S.DELIVERED, S.READ)
+#: The states each status may move a row from (forward only). `held` (template pacing) comes after
+#: accepted and before sent: a held message is released (sent, delivered, read) or fails (132015).
 _FORWARD_FROM: dict[str, tuple[S, ...]] = {
-    S.SENT: (S.SENDING, S.UNKNOWN, S.ACCEPTED),
-    S.DELIVERED: (S.SENDING, S.UNKNOWN, S.ACCEPTED, S.SENT),
-    S.READ: (S.SENDING, S.UNKNOWN, S.ACCEPTED, S.SENT, S.DELIVERED),
+    S.HELD: (S.SENDING, S.UNKNOWN, S.ACCEPTED),
+    S.SENT: (S.SENDING, S.UNKNOWN, S.ACCEPTED, S.HELD),
+    S.DELIVERED: (S.SENDING, S.UNKNOWN, S.ACCEPTED, S.HELD, S.SENT),
+    S.READ: (S.SENDING, S.UNKNOWN, S.ACCEPTED, S.HELD, S.SENT, S.DELIVERED),
 }
-#: The timestamp a status sets, and the earlier ones it implies.
-_OWN_TIME = {S.SENT: "sent_at", S.DELIVERED: "delivered_at", S.READ: "read_at"}
-_IMPLIED_TIMES = {S.SENT: (), S.DELIVERED: ("sent_at",), S.READ: ("sent_at", "delivered_at")}
-_FAILABLE = (S.SENDING, S.UNKNOWN, S.ACCEPTED, S.SENT, S.DELIVERED)
+#: The timestamp a status sets, and the earlier ones it implies (held: the platform had accepted it).
+_OWN_TIME = {S.HELD: "accepted_at", S.SENT: "sent_at", S.DELIVERED: "delivered_at", S.READ: "read_at"}
+_IMPLIED_TIMES: dict[str, tuple[str, ...]] = {
+    S.HELD: (),
+    S.SENT: (),
+    S.DELIVERED: ("sent_at",),
+    S.READ: ("sent_at", "delivered_at"),
+}
+_FAILABLE = (S.SENDING, S.UNKNOWN, S.ACCEPTED, S.HELD, S.SENT, S.DELIVERED)
+#: How a status webhook names template pacing (the send answer's `message_status` says the same).
+HELD_STATUSES = frozenset({"held_for_quality_assessment", "held"})
 #: Campaign states that a template or account problem pauses.
 _PAUSABLE = (CampaignState.RUNNING, CampaignState.WAITING, CampaignState.PLANNED)
 _PAUSING_TEMPLATE_EVENTS = frozenset({"PAUSED", "DISABLED"})
@@ -291,6 +302,8 @@ class _Applier:
         for event in events:
             if isinstance(event, TemplateStatusEvent):
                 self._template(event)
+            elif isinstance(event, TemplateCategoryEvent):
+                self._category(event)
             elif isinstance(event, SenderCapabilityEvent):
                 self._sender(event)
             elif isinstance(event, AccountEvent) and event.restricts:
@@ -301,7 +314,10 @@ class _Applier:
     # ----- statuses -------------------------------------------------------------------------------
 
     def _statuses(self, events: list[StatusEvent]) -> None:
-        for status in (S.SENT, S.DELIVERED, S.READ):
+        events = tie_by_recipient(
+            self.conn, [replace(e, status=S.HELD.value) if e.status in HELD_STATUSES else e for e in events]
+        )
+        for status in (S.HELD, S.SENT, S.DELIVERED, S.READ):
             matching = [e for e in events if e.status == status and (e.message_id or e.wamid)]
             by_id = [self._status_params(e) for e in matching if e.message_id is not None]
             by_wamid = [self._status_params(e) for e in matching if e.message_id is None]
@@ -320,6 +336,7 @@ class _Applier:
             "b_at": event.at,
             "b_now": self.now,
             "b_category": event.pricing_category,
+            "b_type": event.pricing_type,
             "b_billable": event.billable,
         }
 
@@ -438,20 +455,42 @@ class _Applier:
         self.conn.execute(
             sa.update(TEMPLATE).where(match).values(status=event.event, status_reason=event.reason)
         )
-        if event.event not in _PAUSING_TEMPLATE_EVENTS:
-            return
         if event.name and event.language:
             pairs.add((event.name, event.language))
+        if event.event == "APPROVED":  # approved again: the campaigns its pause stopped go on
+            for name, language in sorted(pairs):
+                control.resume_template_paused(self.conn, name=name, language=language, now=self.now)
+            return
+        if event.event not in _PAUSING_TEMPLATE_EVENTS:
+            return
         for name, language in sorted(pairs):
-            reason = f"template {name} ({language}) is {event.event}" + (
-                f": {event.reason}" if event.reason and event.reason != "NONE" else ""
-            )
+            reason = control.template_pause_reason(name, language, event=event.event, detail=event.reason)
             self._pause(
                 sa.and_(CAMPAIGN.c.template_name == name, CAMPAIGN.c.language == language), reason=reason
             )
 
+    def _category(self, event: TemplateCategoryEvent) -> None:
+        """Category drift: the new category (the old one kept), or the one announced for later."""
+        match = self._template_match(event)
+        if match is None:
+            return
+        if event.new_category:
+            changed = TEMPLATE.c.category != event.new_category  # a duplicate webhook changes nothing
+            t = TEMPLATE.c
+            values: dict[str, Any] = {
+                "category": event.new_category,
+                "previous_category": sa.case((changed, t.category), else_=t.previous_category),
+                "category_changed_at": sa.case((changed, self.now), else_=t.category_changed_at),
+                "upcoming_category": None,
+            }
+        elif event.correct_category:
+            values = {"upcoming_category": event.correct_category}
+        else:
+            return
+        self.conn.execute(sa.update(TEMPLATE).where(match).values(values))
+
     @staticmethod
-    def _template_match(event: TemplateStatusEvent) -> sa.ColumnElement[bool] | None:
+    def _template_match(event: TemplateStatusEvent | TemplateCategoryEvent) -> sa.ColumnElement[bool] | None:
         clauses: list[sa.ColumnElement[bool]] = []
         if event.platform_id:
             clauses.append(TEMPLATE.c.platform_id == event.platform_id)
@@ -515,6 +554,7 @@ def _progress_statement(status: S, *, by_id: bool) -> sa.Update:
             sa.bindparam("b_category", type_=sa.String()), M.c.pricing_category
         ),
         "billable": sa.func.coalesce(sa.bindparam("b_billable", type_=sa.Boolean()), M.c.billable),
+        "pricing_type": sa.func.coalesce(sa.bindparam("b_type", type_=sa.String()), M.c.pricing_type),
         "updated_at": sa.bindparam("b_now", type_=UTCDateTime()),
     }
     for column in _IMPLIED_TIMES[status]:

@@ -104,6 +104,7 @@ def test_the_counts_are_a_funnel_beside_failed_unknown_and_pending(
         "sent": 5,
         "delivered": 4,
         "read": 2,
+        "held": 0,
         "failed": 3,
         "unknown": 1,
         "pending": 1,

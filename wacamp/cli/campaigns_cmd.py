@@ -6,7 +6,8 @@ Other engineers register `run`, `pause`, `resume`, … onto `campaigns_group` fr
 from __future__ import annotations
 
 import json
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import click
 from rich.progress import Progress
@@ -27,10 +28,12 @@ from campaigns.definitions import (
 from campaigns.planning.planner import plan_campaign
 from campaigns.planning.summary import PlanSummary, format_duration, plan_summary
 from campaigns.rollout.review import describe as describe_rollout
+from campaigns.rollout.variants import describe_ab
 from campaigns.segments.audience import count_segment
+from campaigns.templates.drift import category_drift
 from scheduler.sending.test_send import SentTest, recorded_test_sends
 from wacamp.cli.common import AppContext, err_console, json_option, out_console, pass_app, print_json
-from wacamp.cli.rollout_cmd import checked_rollout, rollout_options, store_rollout
+from wacamp.cli.rollout_cmd import ab_bindings, checked_rollout, rollout_options, store_rollout
 from wacamp.cli.schedule_cmd import checked_schedule, schedule_options, store_new_schedule
 
 
@@ -63,8 +66,8 @@ def _assignments(ctx: click.Context, param: click.Parameter, values: tuple[str, 
 @campaigns_group.command("create")
 @click.argument("name")
 @click.option("--list", "list_name_", required=True, help="The contact list to send to.")
-@click.option("--template", required=True, help="Template name (see `wacamp templates list`).")
-@click.option("--language", required=True, help="Template language code, e.g. it or en_US.")
+@click.option("--template", help="Template name (see `wacamp templates list`); or two --variant.")
+@click.option("--language", help="Template language code, e.g. it or en_US (also of --variant without one).")
 @click.option(
     "--param",
     "params",
@@ -86,6 +89,12 @@ def _assignments(ctx: click.Context, param: click.Parameter, values: tuple[str, 
     "--header-media-url", help="Link of the header image/video/document (templates with a media header)."
 )
 @click.option(
+    "--header-media-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Or a local file for that header: type and size checked now, uploaded once per sender when "
+    "the campaign is planned ([media] settings).",
+)
+@click.option(
     "--button-payload",
     "button_payloads",
     multiple=True,
@@ -105,6 +114,12 @@ def _assignments(ctx: click.Context, param: click.Parameter, values: tuple[str, 
 @click.option(
     "--segment", metavar="NAME", help="Like --where, with a saved segment (`wacamp segments list`)."
 )
+@click.option(
+    "--via",
+    type=click.Choice(["marketing", "cloud"]),
+    help="Send through the Marketing Messages API (MARKETING templates only) or the Cloud API; "
+    "default: the sender's api, and for a MARKETING template on a Cloud sender [marketing] default_via.",
+)
 @json_option
 @pass_app
 def create_cmd(
@@ -112,15 +127,17 @@ def create_cmd(
     /,
     name: str,
     list_name_: str,
-    template: str,
-    language: str,
+    template: str | None,
+    language: str | None,
     params: dict[str, str],
     defaults: dict[str, str],
     header_media_url: str | None,
+    header_media_file: Path | None,
     button_payloads: dict[str, str],
     sender: str | None,
     where: str | None,
     segment: str | None,
+    via: Literal["marketing", "cloud"] | None,
     as_json: bool,
     **schedule: Any,
 ) -> None:
@@ -139,37 +156,65 @@ def create_cmd(
       wacamp campaigns create night --list it --template promo --language it --param 1={first_name} \\
           --at '2026-03-01 22:00' --tz Europe/Rome --window 22:00-06:00 --deadline '2026-03-03 06:00'
       wacamp campaigns create careful --list it --template promo --language it --param 1={first_name} \\
-          --at now --rollout 2%,10%,100% --rollout-wait 30m --guardrail max_optout_rate=0.01
+          --at 2026-03-01T09:00+01:00 --rollout 2%,10%,100% --rollout-wait 30m \\
+          --guardrail max_optout_rate=0.01
       wacamp campaigns create milan --list customers --template promo --language it \\
           --param 1={first_name} --where 'citta = "Milano" and eta >= 30'
+
+    An A/B test instead of --template: two variants (templates, or one template with other
+    parameters) drawn for the first 10 % of the list; after --rollout-wait the one read more often
+    goes to the rest if the difference is significant (two-proportion test at --ab-alpha), else the
+    default (the first, or --ab-default):
+
+    \b
+      wacamp campaigns create ab --list it --language it --param 1={first_name} --param 2=20% \\
+          --variant a:spring_sale --variant b:spring_sale --variant-param b:2=30% \\
+          --ab-test 10% --ab-metric read --rollout-wait 2h --at 2026-03-01T09:00+01:00
 
     With --rollout the campaign goes out in stages: after each one `run-due` / `worker` wait
     --rollout-wait, then judge the stage by the [rollout] guardrails (failures, 131049, opt-outs,
     template and sender downgrades): the next stage goes out by itself, or the campaign pauses with
     the reason (`campaigns show`; `campaigns resume --override-guardrail` goes on anyway).
 
+    With --via marketing the messages go to the Marketing Messages API (automatic delivery
+    optimisation; the report's "by path" table tells which API took each message); if the business
+    has not accepted its terms (131055) they go through the Cloud API when [marketing] product_policy
+    is CLOUD_API_FALLBACK (the default), else the campaign pauses and says what to do.
+
     With --where or --segment only the list members the segment keeps are planned (`campaigns plan`
     says how many it kept and dropped). With --at the campaign is sent by `wacamp run-due` /
     `wacamp worker` (see `campaigns schedule`).
     """
-    rollout = checked_rollout(app.engine, app.settings, schedule, list_name=list_name_)
+    bindings = ab_bindings(params, defaults, button_payloads, header_media_url)
+    staged = checked_rollout(
+        app.engine,
+        app.settings,
+        schedule,
+        list_name=list_name_,
+        template=template,
+        language=language,
+        bindings=bindings,
+        seed=name,
+    )
     checked = checked_schedule(schedule)
     definition = CampaignDefinition(
         name=name,
         list_name=list_name_,
-        template_name=template,
-        language=language,
+        template_name=staged.template,
+        language=staged.language,
         params=params,
         defaults=defaults,
         header_media_url=header_media_url,
+        header_media_file=header_media_file,
         button_payloads=button_payloads,
         sender_name=sender,
         where=where,
         segment=segment,
+        via=via,
     )
     campaign = create_campaign(app.engine, settings=app.settings, definition=definition)
     if campaign.id is not None:
-        store_rollout(app.engine, campaign.id, rollout)
+        store_rollout(app.engine, campaign.id, staged)
     if checked is not None and campaign.id is not None:
         store_new_schedule(app.engine, campaign.id, checked)
     campaign = find_campaign(app.engine, int(campaign.id or 0))
@@ -258,6 +303,7 @@ def _definition(app: AppContext, campaign: Campaign) -> dict[str, Any]:
         "params": campaign.params,
         "defaults": campaign.defaults,
         "header_media_url": campaign.header_media_url,
+        "header_media_file": campaign.header_media_file,
         "button_payloads": campaign.button_payloads,
         "where": campaign.audience_where,
         "segment": campaign.audience_segment,
@@ -305,9 +351,15 @@ def list_cmd(app: AppContext, as_json: bool) -> None:
 def show_cmd(app: AppContext, campaign: str, as_json: bool) -> None:
     """Show a campaign: its definition, state (and pause reason) and ledger counts."""
     target = find_campaign(app.engine, campaign)
-    data = {**_definition(app, target), "ledger": ledger_counts(app.engine, int(target.id or 0)).as_dict()}
+    drift = category_drift(app.engine, target)
+    data = {
+        **_definition(app, target),
+        "category_drift": drift.warning if drift else None,
+        "ledger": ledger_counts(app.engine, int(target.id or 0)).as_dict(),
+    }
     with app.engine.connect() as conn:
         data["rollout"] = describe_rollout(conn, target, now=utcnow())
+    data["ab"] = describe_ab(target)
     data["test_sends"] = [_test_send(sent) for sent in recorded_test_sends(app.engine, int(target.id or 0))]
     if as_json:
         print_json(data)

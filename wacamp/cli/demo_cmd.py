@@ -35,8 +35,10 @@ from wacamp.cli.run_cmd import ProgressDisplay, print_report, run_campaign
 
 DEMO_CAMPAIGN = "demo-spring"
 DEMO_LIST = "demo"
-DEMO_TEMPLATE = ("order_shipped", "en")
-DEMO_PARAMS = {"first_name": "{first_name}", "order_id": "SPRING-{city}"}
+#: A MARKETING template (what campaigns send): its STOP button's payload comes back as an opt-out.
+DEMO_TEMPLATE = ("spring_sale", "en")
+DEMO_PARAMS = {"1": "{first_name}", "2": "20%"}
+DEMO_BUTTONS = {"0": "STOP"}
 
 
 @dataclass
@@ -126,7 +128,12 @@ async def step_campaign(demo: Demo) -> None:
     settings, engine = demo.need()
     name, language = DEMO_TEMPLATE
     definition = CampaignDefinition(
-        name=DEMO_CAMPAIGN, list_name=DEMO_LIST, template_name=name, language=language, params=DEMO_PARAMS
+        name=DEMO_CAMPAIGN,
+        list_name=DEMO_LIST,
+        template_name=name,
+        language=language,
+        params=DEMO_PARAMS,
+        button_payloads=DEMO_BUTTONS,
     )
     create_campaign(engine, settings=settings, definition=definition)
     outcome = plan_campaign(engine, settings=settings, campaign=DEMO_CAMPAIGN)
