@@ -46,7 +46,7 @@ class Person:
 
 
 def _cmp(op: str, a: Any, b: Any) -> bool:
-    return {"=": a == b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+    return bool({"=": a == b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op])
 
 
 def _attribute(op: str, value: str | None, literal: Literal) -> bool:

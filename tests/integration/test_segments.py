@@ -15,10 +15,11 @@ from sqlalchemy.engine import Engine
 
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import NotFoundError, UserError
-from campaigns.core.models import CONTACT_LIST_TABLE, CONTACT_TABLE, INBOUND_MESSAGE_TABLE
+from campaigns.core.models import CONTACT_LIST_TABLE, CONTACT_TABLE, INBOUND_MESSAGE_TABLE, MESSAGE_TABLE
 from campaigns.segments.audience import count_segment, segment_condition, segment_members
 from campaigns.segments.parser import SegmentError, parse
 from campaigns.segments.saved import delete_segment, find_segment, list_segments, save_segment
+from tests.dispatch_support import phone_of, seed_campaign
 from tests.segment_reference import CITIES, TAGS, Person, evaluate, population, store
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -26,8 +27,12 @@ NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
 def _new_list(engine: Engine, name: str) -> int:
     with engine.begin() as conn:
-        result = conn.execute(sa.insert(CONTACT_LIST_TABLE).values(name=name, created_at=utcnow()))
-        return int(result.inserted_primary_key[0])
+        query = (
+            sa.insert(CONTACT_LIST_TABLE)
+            .values(name=name, created_at=utcnow())
+            .returning(CONTACT_LIST_TABLE.c.id)
+        )
+        return int(conn.execute(query).scalar_one())
 
 
 @pytest.fixture
@@ -209,3 +214,39 @@ def test_saved_segments_are_checked_listed_replaced_and_deleted(engine: Engine) 
         find_segment(engine, "milan")
     with pytest.raises(NotFoundError):
         delete_segment(engine, "milan")
+
+
+def test_last_sent_at_and_last_read_at_read_the_latest_ledger_row_of_any_campaign(engine: Engine) -> None:
+    first = seed_campaign(engine, recipients=4, name="one")
+    second = seed_campaign(engine, recipients=2, name="two", order_id="B-2")  # the first two again
+    day = datetime(2026, 2, 10, 9, tzinfo=UTC)
+    sends = {  # (campaign, contact number): (accepted_at, read_at)
+        (first, 0): (day - timedelta(days=20), None),
+        (second, 0): (day, day + timedelta(hours=2)),
+        (first, 1): (day - timedelta(days=3), day - timedelta(days=3)),
+        (first, 2): (day + timedelta(days=1), None),
+    }
+    with engine.begin() as conn:
+        for (campaign, n), (accepted, read) in sends.items():
+            conn.execute(
+                sa.update(MESSAGE_TABLE)
+                .where(MESSAGE_TABLE.c.campaign_id == campaign, MESSAGE_TABLE.c.phone == phone_of(n))
+                .values(state="read" if read else "accepted", accepted_at=accepted, read_at=read)
+            )
+        ids = {
+            phone: id_ for phone, id_ in conn.execute(sa.select(CONTACT_TABLE.c.phone, CONTACT_TABLE.c.id))
+        }
+    who = {ids[phone_of(n)]: n for n in range(4)}
+
+    def numbers(expression: str) -> set[int]:
+        return {who[i] for i in _selected(engine, expression)}
+
+    assert numbers("last_sent_at = 2026-02-10") == {0}  # its latest send, not the one 20 days before
+    assert numbers("last_sent_at >= 2026-02-10") == {0, 2}
+    assert numbers("last_sent_at < 2026-02-10") == {1}
+    assert numbers("last_sent_at <= 2026-02-10") == {0, 1}
+    assert numbers("last_sent_at > 2026-02-10") == {2}
+    assert numbers("last_sent_at is empty") == {3}
+    assert numbers("not (last_sent_at < 2026-02-10)") == {0, 2, 3}
+    assert numbers("last_read_at = 2026-02-10 or last_read_at < 2026-02-08") == {0, 1}
+    assert numbers("last_read_at is empty") == {2, 3}
