@@ -35,8 +35,12 @@ from tests.dispatch_support import seed_campaign, states
 
 
 def _claimed(engine: Engine, campaign_id: int, n: int) -> list[int]:
+    """Rows claimed and marked `sending`, as their requests leave (with or without item 1's marks)."""
     with write_transaction(engine) as conn:
         rows = ledger.claim(conn, campaign_id=campaign_id, owner="w", limit=n, now=utcnow(), lease_s=60)
+        mark_sending = getattr(ledger, "mark_sending", None)  # claimed -> sending: the protocol of item 1
+        if mark_sending is not None:
+            mark_sending(conn, owner="w", message_ids=[r.id for r in rows], now=utcnow())
     return [r.id for r in rows]
 
 
