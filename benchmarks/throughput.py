@@ -8,12 +8,21 @@ Both send to the same `wacamp sandbox serve --mps 0 --pair-spacing-s 0` process 
   ledger: claims committed before each request, results written by the batching writer), tier
   unlimited, 64 in flight.
 
-The ratio engine / bare is the figure to trust (the machine is shared and noisy). Then the peak RSS
-of the engine process for two campaign sizes (each in a fresh child process, ledger seeded by another
-child first), to show that memory does not grow with the campaign.
+The ratio engine / bare is the figure to trust (the machine is shared and noisy). Then whole
+campaigns of growing size (`--rss-sizes`, each sent by a fresh child process to a fresh sandbox,
+ledger seeded by another child first): the engine's rate at each size against its rate at the
+smallest shows whether a send costs more as the ledger grows (it must not: issue #17), and the peak
+RSS that memory does not grow either. Every row carries the load average (1 min) at its start and
+end, so a figure taken while the machine was busy is visible as such.
 
-    .venv/bin/python benchmarks/throughput.py                       # 20,000 recipients, RSS 100k vs 300k
-    .venv/bin/python benchmarks/throughput.py --recipients 5000 --rss-sizes ""
+    .venv/bin/python benchmarks/throughput.py                       # 20,000 recipients, 100k vs 300k
+    .venv/bin/python benchmarks/throughput.py --rss-sizes 100000,1000000 --db-dir /var/tmp/wacamp-bench
+    .venv/bin/python benchmarks/throughput.py --recipients 5000 --rss-sizes "" --postgres URL
+
+`--db-dir` keeps the seeded ledgers (seeding 1M recipients takes minutes) and sends a copy of
+them, so a second run starts at once (delete the directory after a schema change). `--postgres`
+also runs the engine rounds on PostgreSQL (a fresh database per round, created from the URL given
+and dropped after).
 """
 
 from __future__ import annotations
@@ -23,24 +32,32 @@ import json
 import os
 import re
 import resource
+import shlex
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import click
+import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from campaigns import control  # noqa: E402
 from campaigns.core.db import make_engine, upgrade  # noqa: E402
 from campaigns.core.settings import Settings, load_settings  # noqa: E402
-from campaigns import control  # noqa: E402
 from scheduler.providers.factory import make_provider  # noqa: E402
 from scheduler.sending.dispatch import Dispatcher  # noqa: E402
 from tests.dispatch_support import body_for, seed_campaign  # noqa: E402
@@ -168,81 +185,207 @@ def child_main(args: list[str]) -> None:
     print(json.dumps({"rate_per_s": rate, "accepted": accepted, "peak_rss_mb": peak_mb}))
 
 
+@dataclass(frozen=True)
+class Row:
+    """One measured figure: msg/s (median of its rounds), peak RSS, and the load average around it."""
+
+    rate_per_s: float
+    load_start: float
+    load_end: float
+    peak_rss_mb: float = 0.0
+
+
+def load_1min() -> float:
+    return os.getloadavg()[0]
+
+
+@contextmanager
+def sandbox() -> Iterator[str]:
+    """A fresh `wacamp sandbox serve` (its per-recipient memory never carries over between rows)."""
+    process, base_url = start_sandbox()
+    try:
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@contextmanager
+def fresh_postgres(admin_url: str) -> Iterator[str]:
+    """A new empty PostgreSQL database created from `admin_url`, dropped afterwards."""
+    admin = sa.create_engine(
+        make_url(admin_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
+    name = f"wacamp_bench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@contextmanager
+def round_database(workdir: Path, round_: int, postgres_url: str) -> Iterator[str]:
+    if postgres_url:
+        with fresh_postgres(postgres_url) as url:
+            yield url
+    else:
+        yield f"sqlite:///{workdir / f'throughput-{round_}.db'}"
+
+
 def measure_throughput(
-    base_url: str, workdir: Path, *, recipients: int, repeats: int
-) -> tuple[list[float], list[float]]:
+    workdir: Path, *, recipients: int, repeats: int, postgres_url: str = ""
+) -> tuple[Row, Row]:
+    """(bare loop, engine): `repeats` rounds, each against a fresh sandbox; medians."""
     bare: list[float] = []
     ours: list[float] = []
+    load_start = load_1min()
     for round_ in range(repeats):
-        url = f"sqlite:///{workdir / f'throughput-{round_}.db'}"
-        campaign_id = seed(
-            url, recipients=recipients, name=f"bench-{round_}", first_contact=round_ * recipients
-        )
-        bare.append(asyncio.run(bare_loop(base_url, requests=recipients, first=(round_ + 10) * recipients)))
-        result = child(["send", url, base_url, str(campaign_id)])
+        with round_database(workdir, round_, postgres_url) as url, sandbox() as base_url:
+            campaign_id = seed(
+                url, recipients=recipients, name=f"bench-{round_}", first_contact=round_ * recipients
+            )
+            bare.append(
+                asyncio.run(bare_loop(base_url, requests=recipients, first=(round_ + 10) * recipients))
+            )
+            result = child(["send", url, base_url, str(campaign_id)])
         assert result["accepted"] == recipients, result
         ours.append(result["rate_per_s"])
         console.print(f"round {round_ + 1}: bare {bare[-1]:,.0f}/s, engine {ours[-1]:,.0f}/s")
-    return bare, ours
+    load_end = load_1min()
+    return (
+        Row(statistics.median(bare), load_start, load_end),
+        Row(statistics.median(ours), load_start, load_end),
+    )
 
 
-def measure_rss(base_url: str, workdir: Path, sizes: list[int]) -> list[tuple[int, float, float]]:
+def seeded_copy(db_dir: Path, size: int) -> tuple[str, int]:
+    """A ledger of `size` recipients to send: a copy of the one kept in `db_dir` (seeded if missing)."""
+    pristine = db_dir / f"seed-{size}.db"
+    meta = db_dir / f"seed-{size}.json"
+    if not (pristine.exists() and meta.exists()):
+        pristine.unlink(missing_ok=True)
+        seeded = child(["seed", f"sqlite:///{pristine}", str(size), "0"])  # a database of its own
+        meta.write_text(json.dumps(seeded))
+    run_copy = db_dir / f"run-{size}.db"
+    for leftover in (run_copy, Path(f"{run_copy}-wal"), Path(f"{run_copy}-shm")):
+        leftover.unlink(missing_ok=True)
+    shutil.copyfile(pristine, run_copy)
+    return f"sqlite:///{run_copy}", int(json.loads(meta.read_text())["campaign_id"])
+
+
+def measure_sizes(db_dir: Path, sizes: list[int]) -> list[tuple[int, Row]]:
+    """Each whole campaign sent by a fresh engine process to a fresh sandbox: msg/s and peak RSS."""
     results = []
-    for index, size in enumerate(sizes):
-        url = f"sqlite:///{workdir / f'rss-{size}.db'}"
-        campaign_id = int(child(["seed", url, str(size), str(5_000_000 + index * 2_000_000)])["campaign_id"])
-        data = child(["send", url, base_url, str(campaign_id)])
-        results.append((size, data["peak_rss_mb"], data["rate_per_s"]))
+    for size in sizes:
+        url, campaign_id = seeded_copy(db_dir, size)
+        load_start = load_1min()
+        with sandbox() as base_url:
+            data = child(["send", url, base_url, str(campaign_id)])
+        assert data["accepted"] == size, data
+        results.append((size, Row(data["rate_per_s"], load_start, load_1min(), data["peak_rss_mb"])))
         console.print(
-            f"{size:,} recipients: peak RSS {data['peak_rss_mb']:.0f} MB at {data['rate_per_s']:,.0f}/s"
+            f"{size:,} recipients: {data['rate_per_s']:,.0f}/s, peak RSS {data['peak_rss_mb']:.0f} MB"
         )
     return results
 
 
 @click.command()
-@click.option("--recipients", default=20_000, show_default=True)
-@click.option("--repeats", default=3, show_default=True)
+@click.option("--recipients", default=20_000, show_default=True, help="Recipients of each engine/bare round.")
+@click.option("--repeats", default=3, show_default=True, help="Engine/bare rounds (medians are reported).")
 @click.option(
-    "--rss-sizes", default="100000,300000", show_default=True, help="Comma separated; empty to skip."
+    "--rss-sizes",
+    default="100000,300000",
+    show_default=True,
+    help="Whole campaigns to send, comma separated (rate and peak RSS by size); empty to skip.",
 )
-def main(recipients: int, repeats: int, rss_sizes: str) -> None:
-    """Run the benchmark and print the table (see the module docstring)."""
+@click.option(
+    "--db-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the seeded ledgers of --rss-sizes here and reuse them (default: a temporary directory).",
+)
+@click.option(
+    "--postgres",
+    "postgres_url",
+    default="",
+    metavar="URL",
+    help="Also run the engine/bare rounds on PostgreSQL: a database per round is created from this URL.",
+)
+def main(recipients: int, repeats: int, rss_sizes: str, db_dir: Path | None, postgres_url: str) -> None:
+    """Run the benchmark and print the tables (see the module docstring)."""
     sizes = [int(s) for s in rss_sizes.split(",") if s.strip()]
-    process, base_url = start_sandbox()
-    try:
-        with tempfile.TemporaryDirectory(prefix="wacamp-throughput-") as tmp:
-            bare, ours = measure_throughput(base_url, Path(tmp), recipients=recipients, repeats=repeats)
-            rss = measure_rss(base_url, Path(tmp), sizes)
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-    print_tables(recipients=recipients, bare=bare, ours=ours, rss=rss)
+    with tempfile.TemporaryDirectory(prefix="wacamp-throughput-") as tmp:
+        workdir = Path(tmp)
+        bare, ours = measure_throughput(workdir, recipients=recipients, repeats=repeats)
+        postgres = None
+        if postgres_url:
+            postgres = measure_throughput(
+                workdir, recipients=recipients, repeats=repeats, postgres_url=postgres_url
+            )
+        if db_dir is not None:
+            db_dir.mkdir(parents=True, exist_ok=True)
+        by_size = measure_sizes(db_dir or workdir, sizes)
+    print_tables(recipients=recipients, bare=bare, ours=ours, postgres=postgres, by_size=by_size)
+
+
+def _load(row: Row) -> str:
+    return f"{row.load_start:.1f} → {row.load_end:.1f}"
 
 
 def print_tables(
-    *, recipients: int, bare: list[float], ours: list[float], rss: list[tuple[int, float, float]]
+    *,
+    recipients: int,
+    bare: Row,
+    ours: Row,
+    postgres: tuple[Row, Row] | None,
+    by_size: list[tuple[int, Row]],
 ) -> None:
-    out = Console()
+    out = Console(width=140)
     table = Table(
-        title=f"Dispatch throughput, {recipients:,} recipients, sandbox in another process (median)"
+        title=f"Dispatch throughput, {recipients:,} recipients, limits off, sandbox in another process"
     )
-    for column in ("client", "msg/s", "vs bare loop"):
-        table.add_column(column, justify="right" if column != "client" else "left")
-    bare_median, ours_median = statistics.median(bare), statistics.median(ours)
-    table.add_row("bare aiohttp loop (64 concurrent, no database)", f"{bare_median:,.0f}", "1.00")
+    for column in ("client", "msg/s (median)", "vs bare loop (same rounds)", "load avg (1 min)"):
+        table.add_column(column, justify="left" if column == "client" else "right")
     table.add_row(
-        "wacamp engine (SQLite ledger, limits off)", f"{ours_median:,.0f}", f"{ours_median / bare_median:.2f}"
+        "bare aiohttp loop (64 concurrent, no database)", f"{bare.rate_per_s:,.0f}", "1.00", _load(bare)
     )
+    table.add_row(
+        "wacamp engine, SQLite ledger",
+        f"{ours.rate_per_s:,.0f}",
+        f"{ours.rate_per_s / bare.rate_per_s:.2f}",
+        _load(ours),
+    )
+    if postgres is not None:
+        pg_bare, pg_ours = postgres
+        table.add_row(
+            "bare aiohttp loop (PostgreSQL rounds)", f"{pg_bare.rate_per_s:,.0f}", "1.00", _load(pg_bare)
+        )
+        table.add_row(
+            "wacamp engine, PostgreSQL ledger",
+            f"{pg_ours.rate_per_s:,.0f}",
+            f"{pg_ours.rate_per_s / pg_bare.rate_per_s:.2f}",
+            _load(pg_ours),
+        )
     out.print(table)
-    if rss:
-        memory = Table(title="Peak RSS of the engine process")
-        for column in ("recipients", "peak RSS (MB)", "msg/s", "vs smallest"):
-            memory.add_column(column, justify="right")
-        base = rss[0][1]
-        for size, peak, rate in rss:
-            memory.add_row(f"{size:,}", f"{peak:.0f}", f"{rate:,.0f}", f"{peak / base:.2f}")
-        out.print(memory)
-    out.print("reproduce: .venv/bin/python benchmarks/throughput.py")
+    if by_size:
+        sized = Table(title="Whole campaigns by size (SQLite): the per-message cost must not grow")
+        for column in ("recipients", "msg/s", "vs smallest", "peak RSS (MB)", "load avg (1 min)"):
+            sized.add_column(column, justify="right")
+        smallest = by_size[0][1].rate_per_s
+        for size, row in by_size:
+            sized.add_row(
+                f"{size:,}",
+                f"{row.rate_per_s:,.0f}",
+                f"{row.rate_per_s / smallest:.2f}",
+                f"{row.peak_rss_mb:.0f}",
+                _load(row),
+            )
+        out.print(sized)
+    print(f"reproduce: .venv/bin/python benchmarks/throughput.py {shlex.join(sys.argv[1:])}".rstrip())
 
 
 if __name__ == "__main__":
