@@ -1,6 +1,7 @@
 """How recipients react to each template, by seed: how often they read it, reply, or answer STOP.
 
-`SandboxConfig.template_behaviour` maps a template name to a `Propensity`; templates not named there
+`SandboxConfig.template_behaviour` maps a template name, or ``name/language`` (which wins), to a
+`Propensity`; templates not named there
 behave as the global `WebhookTiming` says (and nobody replies). Who reads, replies or stops is drawn
 from the seed, the template and the number, so a rehearsal gives the same recipients every time: a
 template with ``optout_share=0.3`` gets STOP from 30 % of its recipients, a variant with twice the
@@ -45,11 +46,15 @@ class Propensity:
 
 
 def _propensity(config: SandboxConfig, template: str | None) -> Propensity | None:
-    return config.template_behaviour.get(template) if template is not None else None
+    """The reactions to `template` (``name/language``): its own, else its name's, else None."""
+    if template is None:
+        return None
+    found = config.template_behaviour.get(template) or config.template_behaviour.get(template.split("/")[0])
+    return found if isinstance(found, Propensity) else None
 
 
 def timing_for(config: SandboxConfig, template: str | None) -> WebhookTiming:
-    """The status timing of one template's messages (its own read share, if it has one)."""
+    """The status timing of one template's (``name/language``) messages (its own read share, if any)."""
     found = _propensity(config, template)
     if found is None or found.read_share is None:
         return config.webhook
@@ -57,7 +62,7 @@ def timing_for(config: SandboxConfig, template: str | None) -> WebhookTiming:
 
 
 def replies_to(config: SandboxConfig, *, template: str | None, wa_id: str) -> list[str]:
-    """The texts this recipient sends back after receiving `template` (STOP and/or a reply)."""
+    """The texts this recipient sends back after receiving `template` (``name/language``): STOP or a reply."""
     found = _propensity(config, template)
     if found is None:
         return []

@@ -88,3 +88,41 @@ def rollout_html(facts: dict[str, Any]) -> str:
         f"<h2>Rollout</h2><p>{e(rollout['current'])}; waiting for {e(rollout['waiting_for'])}</p>"
         f"<table><tr>{head}</tr>{''.join(rows)}</table>"
     )
+
+
+def ab_table(facts: dict[str, Any]) -> Group | None:
+    """One row per A/B variant (members, funnel, rates, cost), then the decision with its numbers."""
+    ab = facts.get("ab")
+    if not ab:
+        return None
+    table = Table(title=f"A/B test (metric {ab['metric']}, alpha {ab['alpha']})", title_justify="left")
+    for name in ("variant", "template", "members", "delivered", "failed"):
+        table.add_column(name, justify="left" if name in ("variant", "template") else "right")
+    for label, _ in _RATES:
+        table.add_column(label, justify="right")
+    table.add_column("cost", justify="right")
+    for v in ab["per_variant"]:
+        counts = (v["members"], v["delivered"], v["failed"])
+        rates = (_pct(v[key]) for _, key in _RATES)
+        table.add_row(v["variant"], v["template"], *map(str, counts), *rates, f"{v['cost']:.2f}")
+    state = "decided" if ab["decided"] else "so far"
+    return Group(table, Text(f"{state}: {ab['decision']['summary']}"))
+
+
+def ab_html(facts: dict[str, Any]) -> str:
+    """The A/B section of the HTML page: the decision, then a block of rate bars per variant."""
+    ab = facts.get("ab")
+    if not ab:
+        return ""
+    e = html.escape
+    blocks = []
+    for v in ab["per_variant"]:
+        bars = "".join(f"<tr><td>{label}</td><td>{_bar(v[key])}</td></tr>" for label, key in _RATES)
+        head = f"variant {e(v['variant'])}: {e(v['template'])}"
+        head += f", {v['members']} members, {v['delivered']} delivered"
+        blocks.append(f"<div><h3>{head}</h3><table>{bars}</table></div>")
+    state = "Decided" if ab["decided"] else "So far"
+    return (
+        f"<h2>A/B test</h2><p>{state}: {e(ab['decision']['summary'])}</p>"
+        f'<div class="grid">{"".join(blocks)}</div>'
+    )

@@ -42,7 +42,7 @@ S = MessageState
 _NOT_SENT = (S.PLANNED.value, S.SKIPPED.value, "claimed")
 #: States a status webhook moves a row to.
 _HEARD = (S.SENT.value, S.DELIVERED.value, S.READ.value, S.FAILED.value)
-_QUALITY_RANK = {"GREEN": 3, "YELLOW": 2, "RED": 1}
+_QUALITY_RANK: dict[str, float] = {"GREEN": 3, "YELLOW": 2, "RED": 1}
 
 
 @dataclass(frozen=True)
@@ -204,23 +204,29 @@ def _template_check(facts: StageFacts, on: bool) -> Check:
 
 def _sender_check(facts: StageFacts, rollout: Rollout, limits: LimitsSettings, on: bool) -> Check:
     base = rollout.baseline or {}
-    quality_down = _rank_quality(facts.sender_quality) < _rank_quality(base.get("quality_rating"))
-    tier_down = _tier_size(facts.sender_tier, limits) < _tier_size(base.get("messaging_tier"), limits)
+    was_quality, was_tier = base.get("quality_rating"), base.get("messaging_tier")
+    quality_down = _lower(_rank_quality(facts.sender_quality), _rank_quality(was_quality))
+    tier_down = _lower(_tier_size(facts.sender_tier, limits), _tier_size(was_tier, limits))
     ok = not on or not (quality_down or tier_down)
     detail = (
-        f"sender quality {base.get('quality_rating') or '?'} → {facts.sender_quality or '?'}, "
-        f"limit {base.get('messaging_tier') or '?'} → {facts.sender_tier or '?'}"
+        f"sender quality {was_quality or '?'} → {facts.sender_quality or '?'}, "
+        f"limit {was_tier or '?'} → {facts.sender_tier or '?'}"
     )
     return Check("sender_downgrade", 0.0 if ok else 1.0, 0.0, ok, detail)
 
 
-def _rank_quality(rating: str | None) -> int:
-    return _QUALITY_RANK.get((rating or "").upper(), 0) if rating else 99
+def _lower(now: float | None, before: float | None) -> bool:
+    """Whether a rank went down; unknown on either side (not read yet) is no downgrade."""
+    return now is not None and before is not None and now < before
 
 
-def _tier_size(tier: str | None, limits: LimitsSettings) -> float:
+def _rank_quality(rating: str | None) -> float | None:
+    return _QUALITY_RANK.get(rating.upper()) if rating else None
+
+
+def _tier_size(tier: str | None, limits: LimitsSettings) -> float | None:
     if not tier or not limits.knows_tier(tier):
-        return float("inf")
+        return None
     size = limits.tier_limit(tier)
     return float("inf") if size is None else float(size)
 

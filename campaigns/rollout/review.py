@@ -30,8 +30,10 @@ from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 from campaigns.core.models import Campaign, CampaignState, MessageState
 from campaigns.core.settings import Settings
+from campaigns.rollout.ab_test import decide, proportions
 from campaigns.rollout.guardrails import Judgement, StageFacts, Verdict, judge, sender_baseline, stage_facts
 from campaigns.rollout.stages import Rollout, rollout_of, stage_label
+from campaigns.rollout.variants import ab_of
 
 S = CampaignState
 #: What a review may move: a campaign nobody paused or cancelled meanwhile.
@@ -85,6 +87,8 @@ def stage_end(conn: Connection, campaign_id: int, *, now: datetime) -> StageWait
             return StageWait(
                 until, f"rollout {stage_label(stage, rollout)} under review until {until:%H:%M} UTC"
             )
+        if _undecided(campaign):  # an empty A/B test stage: decided (the default) by the next run-due
+            return StageWait(now, "A/B test stage has no recipients: the default variant is decided next")
         _release(conn, campaign_id, stage, now)  # nobody in this stage: nothing to judge
         stage += 1
     return None
@@ -105,6 +109,8 @@ class ReviewStep:
     step: Step
     outcome: str = ""
     judgement: Judgement | None = None
+    #: An A/B test was just decided: plan the rest (with the winner) before the pass.
+    replan: bool = False
 
 
 class Reviewer:
@@ -115,6 +121,8 @@ class Reviewer:
 
     def before_pass(self, engine: Engine, campaign_id: int, *, now: datetime) -> ReviewStep:
         """Keep the baseline, then judge the stage when its review is due (see the module's text)."""
+        if rollout_of(control.find_campaign(engine, campaign_id)) is None:
+            return ReviewStep(Step.SEND)  # no rollout: no write transaction either
         with write_transaction(engine) as conn:
             campaign = control.find_campaign(conn, campaign_id)
             rollout = rollout_of(campaign)
@@ -131,6 +139,8 @@ class Reviewer:
             return ReviewStep(Step.SEND)
         facts = stage_facts(conn, campaign, stage)
         if facts.last_send_at is None:
+            if _undecided(campaign):  # an A/B test nobody was drawn for: the default, for lack of data
+                return self._decide(conn, campaign, facts, now=now)
             return ReviewStep(Step.SEND)  # the dispatcher skips an empty stage
         due_at = review_at(rollout, facts.last_send_at)
         if now < due_at:
@@ -151,6 +161,8 @@ class Reviewer:
         assert campaign.id is not None and facts.last_send_at is not None
         label = stage_label(facts.stage, rollout)
         if judgement.verdict is Verdict.GREEN:
+            if _undecided(campaign):
+                return self._decide(conn, campaign, facts, now=now)
             _release(conn, campaign.id, facts.stage, now)
             return ReviewStep(Step.SEND, f"rollout {label} green: {judgement.summary()}", judgement)
         if judgement.verdict is Verdict.RED:
@@ -167,6 +179,18 @@ class Reviewer:
         return self._wait(conn, campaign, until, f"{label}: too few webhooks ({heard}), waiting", now)
 
     @staticmethod
+    def _decide(conn: Connection, campaign: Campaign, facts: StageFacts, *, now: datetime) -> ReviewStep:
+        """The A/B test is over: store the decision, release the rest (planned with the winner)."""
+        assert campaign.id is not None
+        ab = ab_of(campaign)
+        assert ab is not None
+        decision = decide(proportions(conn, campaign, ab, stage=facts.stage), ab)
+        data = {**ab.as_json(), "decision": decision.as_json()}
+        conn.execute(sa.update(CAMPAIGN).where(CAMPAIGN.c.id == campaign.id).values(ab=data))
+        _release(conn, campaign.id, facts.stage, now)
+        return ReviewStep(Step.SEND, decision.summary(), replan=True)
+
+    @staticmethod
     def _wait(conn: Connection, campaign: Campaign, until: datetime, what: str, now: datetime) -> ReviewStep:
         assert campaign.id is not None
         control.change_state(conn, campaign.id, S.WAITING, now=now, resume_after=until, only_from=_REVIEWABLE)
@@ -181,6 +205,12 @@ class Reviewer:
             conn, campaign.id, S.PAUSED, now=now, pause_reason=reason[:500], only_from=_REVIEWABLE
         )
         return ReviewStep(Step.PAUSED, reason, judgement)
+
+
+def _undecided(campaign: Campaign) -> bool:
+    """An A/B test with a test share whose winner is not decided yet."""
+    ab = ab_of(campaign)
+    return ab is not None and ab.test_share is not None and ab.decision is None
 
 
 def _keep_baseline(conn: Connection, campaign: Campaign, rollout: Rollout) -> Rollout:

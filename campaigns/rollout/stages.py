@@ -177,13 +177,14 @@ def list_size(conn: Connection, list_name: str) -> int:
     return int(conn.scalar(query) or 0)
 
 
-def attach(conn: Connection, campaign_id: int, rollout: Rollout) -> None:
-    """Give a campaign not planned yet its rollout; the first stage is released for sending."""
+def attach(
+    conn: Connection, campaign_id: int, rollout: Rollout | None, ab: dict[str, Any] | None = None
+) -> None:
+    """Give a campaign not planned yet its rollout (its first stage released) and its A/B test."""
     planned = conn.scalar(sa.select(sa.func.count()).where(MESSAGE.c.campaign_id == campaign_id))
     if planned:
         raise RolloutError("a rollout is given when the campaign is created, before its ledger is planned")
-    conn.execute(
-        sa.update(CAMPAIGN)
-        .where(CAMPAIGN.c.id == campaign_id)
-        .values(rollout=rollout.as_json(), rollout_stage=0)
-    )
+    values: dict[str, Any] = {"ab": ab}
+    if rollout is not None:
+        values.update(rollout=rollout.as_json(), rollout_stage=0)
+    conn.execute(sa.update(CAMPAIGN).where(CAMPAIGN.c.id == campaign_id).values(**values))

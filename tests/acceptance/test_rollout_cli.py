@@ -85,6 +85,7 @@ async def test_a_template_answered_with_stop_pauses_after_stage_1_having_sent_on
         assert r.sent_by_stage("stopped")[0] == r.members_by_stage("stopped")[0]
         code, out, _ = await r.wacamp("campaigns", "show", "stopped")
         assert "opt-out rate" in out and "--override-guardrail" in out
+        await _the_report_tells_the_stages(r, "stopped")
         again, _ = await r.run_due("--fail-on-guardrail")
         assert again == 0 and set(r.sent_by_stage("stopped")) == {0}  # a paused campaign stays paused
         code, _, err = await r.wacamp("campaigns", "resume", "stopped", "--override-guardrail")
@@ -93,3 +94,22 @@ async def test_a_template_answered_with_stop_pauses_after_stage_1_having_sent_on
         assert r.campaign("stopped")["state"] == "completed"
         assert r.sent_by_stage("stopped") == r.members_by_stage("stopped")
         assert r.sandbox.stats().duplicates == 0
+
+
+async def _the_report_tells_the_stages(r: Rehearsal, name: str) -> None:
+    """JSON, table, CSV and HTML give the stage that was judged red, with its figures."""
+    code, out, err = await r.wacamp("report", name, "--format", "json")
+    assert code == 0, err
+    first, second = json.loads(out)["rollout"]["per_stage"]
+    assert first["guardrails"]["verdict"] == "red" and first["opt_outs"] > 0
+    crossed = [c for c in first["guardrails"]["checks"] if not c["ok"]]
+    assert [c["name"] for c in crossed] == ["max_optout_rate"] and crossed[0]["threshold"] == 0.02
+    assert (second["released"], second["sends"], second["guardrails"]) == (False, 0, None)
+    _, table, _ = await r.wacamp("report", name)
+    assert "rollout: stage 1 of 2 (5%)" in table and "red: opt-out rate" in table
+    _, page, _ = await r.wacamp("report", name, "--format", "html")
+    assert "<h2>Rollout</h2>" in page and "stage 2 of 2 (100%)" in page
+    _, csv_text, _ = await r.wacamp("report", name, "--format", "csv")
+    header, *rows = csv_text.splitlines()
+    assert header.endswith(",rollout_stage")
+    assert {row.rsplit(",", 1)[1] for row in rows} == {"1", "2"}

@@ -116,3 +116,9 @@ def test_a_campaign_override_moves_the_threshold() -> None:
 def test_too_few_webhooks_cannot_be_judged_but_a_downgrade_is_red_at_once() -> None:
     assert _judge(_facts(heard=50))[0] is Verdict.TOO_FEW
     assert _judge(_facts(heard=50, template_status="DISABLED"))[0] is Verdict.RED
+
+
+def test_a_sender_unknown_when_the_rollout_began_is_no_downgrade_once_it_is_read() -> None:
+    unknown = replace(ROLLOUT, baseline={"quality_rating": None, "messaging_tier": None})
+    assert _judge(_facts(sender_quality="YELLOW", sender_tier="TIER_250"), unknown)[0] is Verdict.GREEN
+    assert _judge(_facts(sender_quality=None, sender_tier=None))[0] is Verdict.GREEN
