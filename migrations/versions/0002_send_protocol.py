@@ -7,10 +7,10 @@ Create Date: 2026-12-07 20:20:00
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+from alembic import op
 
-import campaigns.core.dbtypes  # noqa: F401
+from campaigns.core.dbtypes import UTCDateTime
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -19,8 +19,20 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    # a claimed row's claim time (its tier count is given back by it); a run's heartbeat lease
+    with op.batch_alter_table("message") as batch:
+        batch.add_column(sa.Column("claimed_at", UTCDateTime(), nullable=True))
+    with op.batch_alter_table("campaign_run") as batch:
+        batch.add_column(sa.Column("lease_expires_at", UTCDateTime(), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    # claimed rows were never sent: back to the queue before the state disappears
+    op.execute(
+        "UPDATE message SET state = 'planned', attempts = attempts - 1, lease_owner = NULL, "
+        "lease_expires_at = NULL WHERE state = 'claimed'"
+    )
+    with op.batch_alter_table("campaign_run") as batch:
+        batch.drop_column("lease_expires_at")
+    with op.batch_alter_table("message") as batch:
+        batch.drop_column("claimed_at")

@@ -1,11 +1,12 @@
-"""The reaper every worker runs: rows a dead worker left `sending` become `unknown`.
+"""The reaper every worker runs: rows a dead worker held go back to the queue or become `unknown`.
 
-A worker that dies (SIGKILL, a lost machine) leaves the rows it had claimed in `sending` with a lease
-that nobody renews. Once the lease has expired on the *database's* clock the reaper moves them to
-`unknown`: the request may have reached the platform, so they are never resent automatically
-(at-most-once). Its planned rows need nothing (any worker claims them), its sender leases expire by
-themselves (`scheduler.sending.leases`), and its campaigns, left `running` without a live lease, are due again
-(`scheduler.runs.due.find_due`) for the worker that takes the sender over.
+A worker that dies (SIGKILL, a lost machine) or fences itself leaves the rows it held with a lease
+nobody renews. Once the lease has expired on the *database's* clock the reaper takes them back
+(`scheduler.sending.ledger.recover_expired`): `claimed` rows never left, so they go back to `planned`
+(attempt and tier count given back) and any worker sends them; `sending` rows may have reached the
+platform, so they become `unknown` and are never resent automatically (at-most-once). Its sender
+leases expire by themselves (`scheduler.sending.leases`), and its campaigns, left `running` without a
+live lease, are due again (`scheduler.runs.due.find_due`) for the worker that takes the sender over.
 
 Each statement touches at most ``batch_rows`` rows through the ``(state, lease_expires_at)`` index, so
 no transaction is long whatever the size of the ledger.
@@ -23,61 +24,35 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from campaigns.core.db import write_transaction
-from campaigns.core.models import MESSAGE_TABLE as MESSAGE
-from campaigns.core.models import MessageState
+from scheduler.sending import ledger
 from scheduler.sending.leases import db_now
 
 log = logging.getLogger(__name__)
 
-m = MESSAGE.c
-
-SENDING = MessageState.SENDING.value
-UNKNOWN = MessageState.UNKNOWN.value
 REAPED_TITLE = "in flight when its worker stopped (lease expired)"
 
 
-def expired_leases(*, now: datetime, limit: int) -> sa.Select[tuple[int]]:
-    """Ids of at most `limit` rows still `sending` under a lease that expired before `now`."""
-    return (
-        sa.select(m.id)
-        .where(m.state == SENDING, m.lease_expires_at < now)
-        .order_by(m.lease_expires_at)
-        .limit(limit)
-    )
+def expired_leases(*, now: datetime, limit: int) -> sa.Select[Any]:
+    """Ids of at most `limit` rows held (`claimed`, `sending`) under a lease that expired before `now`."""
+    return ledger.expired_rows(now=now, limit=limit)
 
 
-def reap_once(conn: Connection, *, limit: int = 5000) -> int:
-    """Move up to `limit` rows with an expired lease from `sending` to `unknown`; how many moved."""
-    now = db_now(conn)
-    picked = expired_leases(now=now, limit=limit)
-    ids: Any = picked.scalar_subquery()
-    if conn.dialect.name == "postgresql":
-        # Rows a live claim or outcome is writing right now are left for the next round.
-        cte = picked.with_for_update(skip_locked=True).cte("expired").prefix_with("MATERIALIZED")
-        ids = sa.select(cte.c.id)
-    statement = (
-        sa.update(MESSAGE)
-        .where(m.id.in_(ids), m.state == SENDING, m.lease_expires_at < now)
-        .values(
-            state=UNKNOWN,
-            error_title=REAPED_TITLE,
-            lease_owner=None,
-            lease_expires_at=None,
-            updated_at=now,
-        )
-    )
-    return int(conn.execute(statement).rowcount or 0)
+def reap_once(conn: Connection, *, limit: int = 5000) -> ledger.Recovered:
+    """Take back up to `limit` rows whose lease expired: claimed to `planned`, sending to `unknown`."""
+    return ledger.recover_expired(conn, now=db_now(conn), limit=limit, title=REAPED_TITLE)
 
 
 def reap(engine: Engine, *, batch_rows: int = 5000) -> int:
     """Reap every expired lease, one short transaction per batch; how many rows became unknown."""
-    total = 0
+    total = ledger.Recovered()
     while True:
         with write_transaction(engine) as conn:
             moved = reap_once(conn, limit=batch_rows)
         total += moved
-        if moved < batch_rows:
-            return total
+        if moved.returned + moved.unknown < batch_rows:
+            if total.returned:
+                log.info("reaper: %d claimed rows of a stopped worker went back to the queue", total.returned)
+            return total.unknown
 
 
 class Reaper:

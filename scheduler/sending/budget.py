@@ -5,7 +5,8 @@ templates in a moving 24 h, across all its numbers and campaigns, and says nothi
 is spent. So the engine keeps its own count in `TierUsage` (portfolio, phone, counted_at):
 
 - a recipient is counted when its row is *claimed* (before the request: the count can only be too
-  high, never too low, so the tier is never exceeded);
+  high, never too low, so the tier is never exceeded); a claimed row that goes back unsent (released,
+  or its holder's lease expired) gives that count back;
 - a recipient already counted inside the window costs nothing again;
 - a recipient whose customer-service window is open (`Contact.service_window_until` in the future)
   does not count at all.
@@ -159,6 +160,7 @@ def claim_within_budget(
     limit: int,
     now: datetime,
     lease_s: float,
+    lease_from: datetime | None = None,
 ) -> list[ClaimedRow]:
     """Claim up to `limit` rows without letting the claimed recipients exceed the budget.
 
@@ -168,7 +170,13 @@ def claim_within_budget(
     While the budget has room for the whole batch it is one plain claim; near the end it first claims
     rows whose recipients cost nothing, then at most `remaining` others.
     """
-    common: dict[str, Any] = {"campaign_id": campaign_id, "owner": owner, "now": now, "lease_s": lease_s}
+    common: dict[str, Any] = {
+        "campaign_id": campaign_id,
+        "owner": owner,
+        "now": now,
+        "lease_s": lease_s,
+        "lease_from": lease_from,
+    }
     if not budget.unlimited:
         lock_portfolio(conn, budget.portfolio)  # check-and-count one claim at a time per portfolio
     remaining = budget.remaining(conn, now)

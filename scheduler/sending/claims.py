@@ -1,8 +1,19 @@
-"""Rows claimed ahead of their sends, so sending never waits on the database."""
+"""Rows claimed ahead of their sends, and marked `sending` in small groups just ahead of their permits.
+
+Two stages, so sending never waits on the database and a crash strands only what was on the wire:
+
+- **Claimed** (a lease, nothing about the wire): topped up in the background when fewer than half a
+  claim batch is waiting. A killed run's claimed rows go back to `planned` when its lease expires.
+- **Marked** (`sending`, durable before any of their requests is written): one group commit covers the
+  permits that fall due in the next `MARK_AHEAD_S` at the sender's current rate, and the next group is
+  marked when half of it is used. So a commit costs one per ~50 ms whatever the rate, and a kill leaves
+  at most the requests in flight plus rate x `MARK_AHEAD_S` rows `sending` (then `unknown`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -10,38 +21,91 @@ from scheduler.sending.ledger import ClaimedRow
 
 #: Claims `limit` more rows (a committed write transaction) and returns them.
 Claim = Callable[[int], Awaitable[list[ClaimedRow]]]
+#: Marks claimed rows `sending` (a committed write transaction); returns those it could mark.
+Mark = Callable[[list[ClaimedRow]], Awaitable[list[ClaimedRow]]]
+
+#: A group commit marks the rows whose permits fall due within this many seconds.
+MARK_AHEAD_S = 0.1
+
+
+def mark_group_size(rate_per_s: float) -> int:
+    """Rows one group commit marks at `rate_per_s`: the permits due within `MARK_AHEAD_S` (at least 1)."""
+    return max(1, math.ceil(rate_per_s * MARK_AHEAD_S))
 
 
 class ClaimAhead:
-    """Claimed rows waiting for their send, topped up by a claim in the background.
+    """Claimed rows waiting for their send, and the few marked `sending` next (module docstring).
 
-    A claim starts when fewer than half a batch is ready and asks for what tops it up to one
-    batch, so claimed-but-unsent rows never exceed one claim batch.
+    Rows claimed but not handed out never exceed one claim batch; rows marked but not handed out
+    never exceed one mark group.
     """
 
-    def __init__(self, claim: Claim) -> None:
+    def __init__(self, claim: Claim, mark: Mark) -> None:
         self._claim = claim
+        self._mark = mark
         self._ready: deque[ClaimedRow] = deque()
+        self._marked: deque[ClaimedRow] = deque()
         self._claiming: asyncio.Future[list[ClaimedRow]] | None = None
+        self._marking: asyncio.Future[list[ClaimedRow]] | None = None
+        self._in_marking = 0
 
-    async def next_row(self, *, batch: int, halted: bool) -> ClaimedRow | None:
-        """The next claimed row, or None when a claim found nothing (no claim starts once `halted`)."""
-        if self._claiming is None and len(self._ready) < max(1, batch // 2) and not halted:
-            self._claiming = asyncio.ensure_future(self._claim(batch - len(self._ready)))
-        if self._claiming is not None and (self._claiming.done() or not self._ready):
-            # Never cancelled: the claim commits in its thread whatever happens to this task.
-            claimed = await asyncio.shield(self._claiming)
-            self._claiming = None
-            self._ready.extend(claimed)
-            if not claimed and not self._ready:
+    def _held(self) -> int:
+        return len(self._ready) + len(self._marked) + self._in_marking
+
+    async def next_row(self, *, batch: int, group: int = 1, halted: bool) -> ClaimedRow | None:
+        """The next row marked `sending`; None when a claim found nothing (nothing starts once `halted`)."""
+        if not halted:
+            self._start_claim(batch)
+            self._start_mark(group)
+        while not self._marked:
+            if self._marking is not None:
+                await self._take_marked()
+            elif self._ready and not halted:
+                self._start_mark(group)
+            elif self._claiming is not None:
+                await self._take_claimed()
+                if not self._ready:
+                    return None
+            else:
                 return None
-        return self._ready.popleft() if self._ready else None
+        return self._marked.popleft()
+
+    def _start_claim(self, batch: int) -> None:
+        if self._claiming is not None and self._claiming.done():
+            self._ready.extend(self._claiming.result())
+            self._claiming = None
+        if self._claiming is None and self._held() < max(1, batch // 2):
+            self._claiming = asyncio.ensure_future(self._claim(batch - self._held()))
+
+    def _start_mark(self, group: int) -> None:
+        if self._marking is not None or not self._ready or len(self._marked) >= max(1, group // 2):
+            return
+        rows = [self._ready.popleft() for _ in range(min(len(self._ready), group - len(self._marked)))]
+        if rows:
+            self._in_marking = len(rows)
+            self._marking = asyncio.ensure_future(self._mark(rows))
+
+    async def _take_claimed(self) -> None:
+        assert self._claiming is not None
+        # Never cancelled: the claim commits in its thread whatever happens to this task.
+        claimed = await asyncio.shield(self._claiming)
+        self._claiming = None
+        self._ready.extend(claimed)
+
+    async def _take_marked(self) -> None:
+        assert self._marking is not None
+        marked = await asyncio.shield(self._marking)
+        self._marking = None
+        self._in_marking = 0
+        self._marked.extend(marked)
 
     async def unsent(self) -> list[ClaimedRow]:
-        """Take every claimed row not handed out yet (after the claim under way: it commits anyway)."""
+        """Take every held row not handed out yet (after the claim and mark under way: they commit anyway)."""
         if self._claiming is not None:
-            self._ready.extend(await asyncio.shield(self._claiming))
-            self._claiming = None
-        rows = list(self._ready)
+            await self._take_claimed()
+        if self._marking is not None:
+            await self._take_marked()
+        rows = [*self._marked, *self._ready]
+        self._marked.clear()
         self._ready.clear()
         return rows

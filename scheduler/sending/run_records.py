@@ -1,15 +1,20 @@
 """A run's bookkeeping SQL outside the claim → send loop, each function inside the caller's write transaction.
 
-- At the start: close the runs of this campaign that died (refuse to run beside a live one), turn rows
-  left in flight by dead processes into `unknown`, sweep suppressed and deferred contacts
-  (`recover_and_sweep`), then mark the campaign running and open its `CampaignRun` row (`start_run`).
-- While it runs: renew the leases of its claimed rows (`renew_leases`).
+- At the start: close the runs of this campaign that died (refuse to run beside a live one), give the
+  rows dead runs held back (`claimed` to `planned`, `sending` to `unknown`), sweep suppressed and
+  deferred contacts (`recover_and_sweep`), then mark the campaign running and open its `CampaignRun`
+  row with its lease (`start_run`).
+- While it runs: renew the run's lease and those of its held rows, together (`renew_leases`).
+
+Liveness is read from the database only: a run is alive while its `CampaignRun.lease_expires_at`, on
+the database's clock, is in the future. Never from a pid (zombies answer, containers reuse pids).
 - When nothing is claimable: whether to claim again, wait for rows due soon, or stop (`idle_decision`).
 - At the end: the campaign's state and the `CampaignRun` row (`record_end`).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -23,13 +28,29 @@ from campaigns.core.models import CampaignState
 from campaigns.rollout.review import stage_end
 from scheduler.sending import ledger
 from scheduler.sending.budget import TierBudget
+from scheduler.sending.leases import db_now
 from scheduler.sending.run_report import RunEnd, RunStats, StopReason
+
+log = logging.getLogger(__name__)
+
+runs = CAMPAIGN_RUN.c
 
 #: Rows due within this many seconds are waited for in the run; later ones end it as `waiting`.
 WAIT_IN_RUN_MAX_S = 120.0
 
 #: What `idle_decision` says: None, claim again now; seconds, sleep then claim; a `RunEnd`, stop.
 IdleDecision = float | RunEnd | None
+
+
+class RunLeaseHeld(LockedError):
+    """Another run of the campaign holds a live lease: alive, or killed less than a lease ago."""
+
+    def __init__(self, message: str, *, until: datetime, left_s: float) -> None:
+        super().__init__(message)
+        #: When the lease expires unless its holder renews it (the database's clock).
+        self.until = until
+        #: Seconds left until then.
+        self.left_s = left_s
 
 
 @dataclass(frozen=True)
@@ -41,13 +62,18 @@ class Recovery:
 
 
 def recover_and_sweep(conn: Connection, *, campaign: control.CampaignRef, now: datetime) -> Recovery:
-    """Close crashed runs, recover dead processes' in-flight rows, sweep suppressed and deferred contacts."""
-    close_crashed_runs(conn, campaign=campaign, now=now)
-    owners = ledger.stale_owners(conn, campaign_id=campaign.id)
-    dead = [owner for owner in owners if not ledger.owner_is_alive(owner)]
-    recovered = ledger.recover_in_flight(conn, campaign_id=campaign.id, now=now, dead_owners=dead)
+    """Close crashed runs, take back what dead runs held, sweep suppressed and deferred contacts."""
+    dead = close_crashed_runs(conn, campaign=campaign, now=now)
+    recovered = ledger.Recovered()
+    while True:
+        batch = ledger.recover_expired(conn, now=db_now(conn), campaign_id=campaign.id, dead_owners=dead)
+        recovered += batch
+        if batch.returned + batch.unknown < 5000:
+            break
+    if recovered.returned:
+        log.info("%d claimed rows of a stopped run went back to the queue (never sent)", recovered.returned)
     queue = _sweep_and_count(conn, campaign_id=campaign.id, now=now)
-    return Recovery(recovered_unknown=recovered, remaining=queue.due + queue.later)
+    return Recovery(recovered_unknown=recovered.unknown, remaining=queue.due + queue.later)
 
 
 def _sweep_and_count(conn: Connection, *, campaign_id: int, now: datetime) -> ledger.QueueState:
@@ -56,29 +82,39 @@ def _sweep_and_count(conn: Connection, *, campaign_id: int, now: datetime) -> le
     return ledger.queue_state(conn, campaign_id=campaign_id, now=now)
 
 
-def close_crashed_runs(conn: Connection, *, campaign: control.CampaignRef, now: datetime) -> None:
-    """Refuse to run beside a live run of this campaign on this host; close the runs that died."""
-    runs = CAMPAIGN_RUN.c
+def close_crashed_runs(conn: Connection, *, campaign: control.CampaignRef, now: datetime) -> list[str]:
+    """Refuse to run beside a live run of this campaign; close the runs whose lease expired.
+
+    Returns the owners of the runs it closed: the rows they still hold are theirs no longer.
+    """
+    clock = db_now(conn)
     open_runs = conn.execute(
-        sa.select(runs.id, runs.worker).where(runs.campaign_id == campaign.id, runs.finished_at.is_(None))
+        sa.select(runs.id, runs.worker, runs.lease_expires_at).where(
+            runs.campaign_id == campaign.id, runs.finished_at.is_(None)
+        )
     ).all()
-    for run_id, worker in open_runs:
-        pid = ledger.live_elsewhere_on_this_host(worker)
-        if pid is not None:
-            raise LockedError(
-                f"campaign {campaign.name!r} is being sent by another process (pid {pid}): "
-                f"stop it first, or `wacamp campaigns pause {campaign.name}`"
-            )
-        if not ledger.owner_is_alive(worker):
-            conn.execute(
-                sa.update(CAMPAIGN_RUN)
-                .where(runs.id == run_id)
-                .values(finished_at=now, outcome="crashed: the process died while sending")
-            )
+    live = [r for r in open_runs if r.lease_expires_at is not None and r.lease_expires_at >= clock]
+    if live:
+        until = live[0].lease_expires_at
+        raise RunLeaseHeld(
+            f"campaign {campaign.name!r} is being sent by another run ({live[0].worker}, its lease runs "
+            f"until {until:%H:%M:%S} UTC): stop it first, or `wacamp campaigns pause {campaign.name}`; "
+            "a run that was killed frees it by then",
+            until=until,
+            left_s=(until - clock).total_seconds(),
+        )
+    dead = [r for r in open_runs if r not in live]
+    if dead:
+        conn.execute(
+            sa.update(CAMPAIGN_RUN)
+            .where(runs.id.in_([r.id for r in dead]))
+            .values(finished_at=now, outcome="crashed: its lease expired (the process stopped while sending)")
+        )
+    return [r.worker for r in dead]
 
 
-def start_run(conn: Connection, *, campaign_id: int, owner: str, now: datetime) -> int:
-    """Mark the campaign running and open its `CampaignRun` row; return the row's id."""
+def start_run(conn: Connection, *, campaign_id: int, owner: str, lease_s: float, now: datetime) -> int:
+    """Mark the campaign running and open its `CampaignRun` row with its lease; return the row's id."""
     control.change_state(
         conn,
         campaign_id,
@@ -88,15 +124,27 @@ def start_run(conn: Connection, *, campaign_id: int, owner: str, now: datetime) 
     )
     run_id: int = conn.execute(
         sa.insert(CAMPAIGN_RUN)
-        .values(campaign_id=campaign_id, worker=owner, started_at=now)
+        .values(
+            campaign_id=campaign_id,
+            worker=owner,
+            started_at=now,
+            lease_expires_at=db_now(conn) + timedelta(seconds=lease_s),
+        )
         .returning(CAMPAIGN_RUN.c.id)
     ).scalar_one()
     return run_id
 
 
 def renew_leases(conn: Connection, *, owner: str, lease_s: float, now: datetime) -> None:
-    """Extend the leases of the rows `owner` has claimed to `lease_s` from now."""
-    ledger.renew_leases(conn, owner=owner, until=now + timedelta(seconds=lease_s))
+    """Extend the lease of `owner`'s open run and of the rows it holds: `lease_s` from the database's now."""
+    del now
+    until = db_now(conn) + timedelta(seconds=lease_s)
+    conn.execute(
+        sa.update(CAMPAIGN_RUN)
+        .where(runs.worker == owner, runs.finished_at.is_(None))
+        .values(lease_expires_at=until)
+    )
+    ledger.renew_leases(conn, owner=owner, until=until)
 
 
 def idle_decision(conn: Connection, *, campaign_id: int, budget: TierBudget, now: datetime) -> IdleDecision:
@@ -174,6 +222,7 @@ def record_run(conn: Connection, *, run_id: int, end: RunEnd, stats: RunStats, n
         .where(CAMPAIGN_RUN.c.id == run_id)
         .values(
             finished_at=now,
+            lease_expires_at=None,
             outcome=f"{end.reason.name.lower()}: {end.message}"[:200],
             accepted=stats.accepted,
             failed=stats.failed,

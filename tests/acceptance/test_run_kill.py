@@ -110,6 +110,8 @@ def cli(tmp_path: Path, db_url: str, sandbox_url: str) -> Iterator[Cli]:
         "WACAMP_DISPATCH__CLAIM_BATCH": str(CLAIM_BATCH),
         "WACAMP_DISPATCH__MAX_IN_FLIGHT": str(MAX_IN_FLIGHT),
         "WACAMP_DISPATCH__CONTROL_POLL_S": "0.2",
+        # a killed run holds its campaign until its lease expires: keep that short
+        "WACAMP_DISPATCH__LEASE_S": "2",
     }
     cli = Cli(tmp_path, env)
     (tmp_path / "templates.json").write_text(sample_templates_text(), encoding="utf-8")

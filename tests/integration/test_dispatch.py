@@ -204,17 +204,22 @@ async def test_requests_still_in_flight_after_the_grace_period_become_unknown(en
     assert counts == {"unknown": 4, "planned": 16} and report.unknown == 4
 
 
-async def test_rows_left_sending_by_a_crashed_run_become_unknown_and_are_never_resent(engine: Engine) -> None:
+async def test_a_crashed_runs_sending_rows_become_unknown_and_its_claimed_rows_are_sent(
+    engine: Engine,
+) -> None:
     cid = seed_campaign(engine, recipients=10)
     from campaigns.core.dbtypes import utcnow
     from scheduler.sending import ledger
 
     with write_transaction(engine) as conn:
-        ledger.claim(conn, campaign_id=cid, owner="gone-host:1:x", limit=3, now=utcnow(), lease_s=-1)
+        sent = ledger.claim(conn, campaign_id=cid, owner="gone-host:1:x", limit=3, now=utcnow(), lease_s=-1)
+        ledger.mark_sending(conn, owner="gone-host:1:x", message_ids=[r.id for r in sent], now=utcnow())
+        ledger.claim(conn, campaign_id=cid, owner="gone-host:1:x", limit=4, now=utcnow(), lease_s=-1)
     provider = ScriptedProvider()
     report = await dispatcher(engine, cid, provider).run()
     assert report.recovered_unknown == 3 and report.reason is StopReason.COMPLETED
     assert states(engine, cid) == {"unknown": 3, "accepted": 7} and len(provider.bodies) == 7
+    assert all(r.attempts == 1 for r in rows(engine, cid) if r.state == "accepted")
 
 
 async def test_the_tier_budget_stops_the_run_resumably_with_when_capacity_frees(engine: Engine) -> None:
@@ -257,39 +262,46 @@ async def test_rows_released_unsent_give_their_tier_count_back(engine: Engine) -
     assert used == sent
 
 
-async def test_a_second_run_of_a_campaign_sending_in_another_live_process_is_refused(engine: Engine) -> None:
-    import socket
-    import subprocess
+async def test_a_run_is_refused_beside_a_renewed_lease_and_waits_out_an_expiring_one(engine: Engine) -> None:
+    """Liveness from the database only: the pid in an owner id is never looked at."""
+    import os
+    from datetime import timedelta
 
     from campaigns.core.dbtypes import utcnow
     from campaigns.core.exceptions import LockedError
 
     cid = seed_campaign(engine, recipients=5)
-    other = subprocess.Popen(["sleep", "30"])
-    dead = subprocess.Popen(["true"])
-    dead.wait()
     run_t = CampaignRun.__table__  # type: ignore[attr-defined]
-    host = socket.gethostname()
-    try:
+
+    def open_run(worker: str, lease_s: float) -> int:
         with write_transaction(engine) as conn:
-            conn.execute(
-                sa.insert(run_t).values(campaign_id=cid, worker=f"{host}:{dead.pid}:a", started_at=utcnow())
-            )
-            conn.execute(
-                sa.insert(run_t).values(campaign_id=cid, worker=f"{host}:{other.pid}:b", started_at=utcnow())
-            )
-        with pytest.raises(LockedError, match=f"pid {other.pid}"):
-            await dispatcher(engine, cid, ScriptedProvider()).run()
-    finally:
-        other.kill()
-        other.wait()
+            values = {"campaign_id": cid, "worker": worker, "started_at": utcnow()}
+            until = utcnow() + timedelta(seconds=lease_s)
+            statement = sa.insert(run_t).values(**values, lease_expires_at=until).returning(run_t.c.id)
+            return int(conn.execute(statement).scalar_one())
+
+    async def heartbeat(run_id: int) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            with write_transaction(engine) as conn:
+                later = utcnow() + timedelta(seconds=5)
+                conn.execute(sa.update(run_t).where(run_t.c.id == run_id).values(lease_expires_at=later))
+
+    alive = open_run(f"this-host:{os.getpid()}:a", 5)  # renewed, with a pid that is gone or not: no matter
+    beating = asyncio.create_task(heartbeat(alive))
+    with pytest.raises(LockedError, match="lease runs until"):
+        await dispatcher(engine, cid, ScriptedProvider()).run()
+    beating.cancel()
+    with write_transaction(engine) as conn:
+        conn.execute(sa.update(run_t).where(run_t.c.id == alive).values(finished_at=utcnow()))
+    open_run("killed-host:1:b", 1.0)  # its holder died: nobody renews it
     report = await dispatcher(engine, cid, ScriptedProvider()).run()
     assert report.reason is StopReason.COMPLETED
     with engine.connect() as conn:
-        outcomes = sorted(str(o) for o in conn.scalars(sa.select(run_t.c.outcome)))
-    assert sum(o.startswith("crashed") for o in outcomes) == 2 and any(
-        o.startswith("completed") for o in outcomes
-    )
+        outcomes = [str(o) for o in conn.scalars(sa.select(run_t.c.outcome).order_by(run_t.c.id))]
+        still_open = conn.scalar(sa.select(sa.func.count()).where(run_t.c.finished_at.is_(None)))
+    assert outcomes[1].startswith("crashed: its lease expired") and outcomes[2].startswith("completed")
+    assert still_open == 0
 
 
 async def test_a_forced_stop_writes_in_flight_rows_as_unknown_and_gives_the_rest_back(engine: Engine) -> None:

@@ -15,26 +15,43 @@ from scheduler.sending.ledger import Outcome, OutcomeKind
 from tests.dispatch_support import rows, seed_campaign, states
 
 
-def _claim(engine: Engine, campaign_id: int, *, limit: int, owner: str = "w1", now=None):  # type: ignore[no-untyped-def]
+def _claim(engine: Engine, campaign_id: int, *, limit: int, owner: str = "w1", now=None, mark=True):  # type: ignore[no-untyped-def]
+    """Claim rows and (unless `mark` is False) mark them `sending`, as the dispatcher does before sending."""
+    at = now or utcnow()
     with write_transaction(engine) as conn:
-        return ledger.claim(
-            conn, campaign_id=campaign_id, owner=owner, limit=limit, now=now or utcnow(), lease_s=60
-        )
+        claimed = ledger.claim(conn, campaign_id=campaign_id, owner=owner, limit=limit, now=at, lease_s=60)
+        if mark:
+            ledger.mark_sending(conn, owner=owner, message_ids=[r.id for r in claimed], now=at)
+        return claimed
 
 
-def test_claim_takes_due_planned_rows_in_id_order_and_marks_them_sending(engine: Engine) -> None:
+def test_claim_leases_due_planned_rows_in_id_order_without_saying_anything_about_the_wire(
+    engine: Engine,
+) -> None:
     cid = seed_campaign(engine, recipients=10)
-    claimed = _claim(engine, cid, limit=4)
+    claimed = _claim(engine, cid, limit=4, mark=False)
     assert [r.id for r in claimed] == sorted(r.id for r in claimed)
     assert len(claimed) == 4 and all(r.attempts == 1 for r in claimed)
     by_id = {r.id: r for r in rows(engine, cid)}
     for row in claimed:
         stored = by_id[row.id]
-        assert stored.state == MessageState.SENDING
-        assert stored.lease_owner == "w1" and stored.sending_at is not None
-        assert stored.lease_expires_at > stored.sending_at
+        assert stored.state == MessageState.CLAIMED
+        assert stored.lease_owner == "w1" and stored.sending_at is None and stored.claimed_at is not None
+        assert stored.lease_expires_at > stored.claimed_at
     assert min(by_id) == claimed[0].id
-    assert states(engine, cid) == {"sending": 4, "planned": 6}
+    assert states(engine, cid) == {"claimed": 4, "planned": 6}
+
+
+def test_only_the_holder_marks_its_claimed_rows_sending_and_only_once(engine: Engine) -> None:
+    cid = seed_campaign(engine, recipients=4)
+    claimed = _claim(engine, cid, limit=3, owner="me", mark=False)
+    ids = [r.id for r in claimed]
+    with write_transaction(engine) as conn:
+        assert ledger.mark_sending(conn, owner="other", message_ids=ids, now=utcnow()) == set()
+        assert ledger.mark_sending(conn, owner="me", message_ids=ids[:2], now=utcnow()) == set(ids[:2])
+        assert ledger.mark_sending(conn, owner="me", message_ids=ids, now=utcnow()) == {ids[2]}
+    assert states(engine, cid) == {"sending": 3, "planned": 1}
+    assert all(r.sending_at is not None for r in rows(engine, cid) if r.state == "sending")
 
 
 def test_two_claims_never_share_a_row(engine: Engine) -> None:
@@ -131,32 +148,34 @@ def test_release_gives_unsent_claims_back_without_counting_an_attempt(engine: En
     assert all(r.attempts == 0 and r.lease_owner is None for r in rows(engine, cid))
 
 
-def test_rows_left_sending_by_a_dead_owner_or_an_expired_lease_become_unknown(engine: Engine) -> None:
+def test_a_dead_holders_claimed_rows_go_back_to_planned_and_only_its_sending_rows_become_unknown(
+    engine: Engine,
+) -> None:
+    cid = seed_campaign(engine, recipients=10)
+    now = utcnow()
+    _claim(engine, cid, limit=2, owner="dead-run", now=now, mark=False)  # lease live, but its run is dead
+    _claim(engine, cid, limit=2, owner="alive", now=now, mark=False)
+    _claim(engine, cid, limit=2, owner="alive", now=now)
+    _claim(engine, cid, limit=2, owner="old", now=now - timedelta(minutes=5), mark=False)
+    _claim(engine, cid, limit=2, owner="old", now=now - timedelta(minutes=5))
+    with write_transaction(engine) as conn:
+        recovered = ledger.recover_expired(conn, now=now, campaign_id=cid, dead_owners=["dead-run"])
+    assert recovered == ledger.Recovered(returned=4, unknown=2)
+    assert states(engine, cid) == {"planned": 4, "claimed": 2, "sending": 2, "unknown": 2}
+    back = [r for r in rows(engine, cid) if r.state == "planned"]
+    assert all(r.attempts == 0 and r.lease_owner is None and r.claimed_at is None for r in back)
+
+
+def test_recovery_takes_at_most_limit_rows_and_leaves_live_leases_alone(engine: Engine) -> None:
     cid = seed_campaign(engine, recipients=6)
     now = utcnow()
-    _claim(engine, cid, limit=2, owner="dead-host:1:x", now=now)
-    _claim(engine, cid, limit=2, owner="alive-elsewhere:1:y", now=now)
-    _claim(engine, cid, limit=2, owner="old:1:z", now=now - timedelta(minutes=5))
+    _claim(engine, cid, limit=5, owner="old", now=now - timedelta(minutes=5), mark=False)
+    _claim(engine, cid, limit=1, owner="alive", now=now)
     with write_transaction(engine) as conn:
-        assert sorted(ledger.stale_owners(conn, campaign_id=cid)) == [
-            "alive-elsewhere:1:y",
-            "dead-host:1:x",
-            "old:1:z",
-        ]
-        recovered = ledger.recover_in_flight(conn, campaign_id=cid, now=now, dead_owners=["dead-host:1:x"])
-    assert recovered == 4
-    assert states(engine, cid) == {"unknown": 4, "sending": 2}
-
-
-def test_owner_of_this_process_is_alive_and_a_finished_pid_is_not() -> None:
-    import socket
-    import subprocess
-
-    assert ledger.owner_is_alive(ledger.new_owner())
-    child = subprocess.Popen(["true"])
-    child.wait()
-    assert not ledger.owner_is_alive(f"{socket.gethostname()}:{child.pid}:abc")
-    assert ledger.owner_is_alive(f"some-other-host:{child.pid}:abc")
+        assert ledger.recover_expired(conn, now=now, limit=3) == ledger.Recovered(returned=3)
+        assert ledger.recover_expired(conn, now=now, limit=3) == ledger.Recovered(returned=2)
+        assert ledger.recover_expired(conn, now=now, limit=3) == ledger.Recovered()
+    assert states(engine, cid) == {"planned": 5, "sending": 1}
 
 
 def test_resend_unknown_moves_only_old_unsettled_rows_back_to_planned(engine: Engine) -> None:

@@ -75,6 +75,7 @@ async def run(engine: Engine) -> AsyncIterator[Run]:
     campaign_id = seed_campaign(engine, recipients=12)
     with write_transaction(engine) as conn:
         claimed = ledger.claim(conn, campaign_id=campaign_id, owner="t", limit=12, now=NOW, lease_s=60)
+        ledger.mark_sending(conn, owner="t", message_ids=[r.id for r in claimed], now=NOW)
     sender = settings.sender("default")
     writer = ResultWriter(engine, batch_rows=100, batch_ms=10)
     writer_task = writer.start()

@@ -58,7 +58,7 @@ def test_workers_claiming_side_by_side_never_hold_the_same_row(engine: Engine) -
     with engine.connect() as conn:
         owners = Counter(conn.scalars(sa.select(MESSAGE.c.lease_owner).where(MESSAGE.c.campaign_id == cid)))
     assert owners == Counter({owner: len(ids) for owner, ids in claims.items() if ids})
-    assert states(engine, cid) == {"sending": 700}
+    assert states(engine, cid) == {"claimed": 700}
 
 
 ONE_WRITER = "SQLite has one write transaction at a time: two claims can never be open together"
@@ -138,15 +138,16 @@ def test_a_budgeted_claim_holds_its_portfolio_lock_until_it_commits(engine: Engi
 
 
 def test_the_reaper_turns_rows_of_expired_leases_into_unknown_and_leaves_live_ones(engine: Engine) -> None:
-    cid = seed_campaign(engine, recipients=12)
+    cid = seed_campaign(engine, recipients=14)
     now = utcnow()
+    then = now - timedelta(seconds=120)
     with write_transaction(engine) as conn:
-        ledger.claim(
-            conn, campaign_id=cid, owner="dead", limit=5, now=now - timedelta(seconds=120), lease_s=60
-        )
-        ledger.claim(conn, campaign_id=cid, owner="alive", limit=4, now=now, lease_s=60)
-    assert reap(engine, batch_rows=2) == 5
-    assert states(engine, cid) == {"unknown": 5, "sending": 4, "planned": 3}
+        dead = ledger.claim(conn, campaign_id=cid, owner="dead", limit=7, now=then, lease_s=60)
+        ledger.mark_sending(conn, owner="dead", message_ids=[r.id for r in dead[:5]], now=then)
+        alive = ledger.claim(conn, campaign_id=cid, owner="alive", limit=4, now=now, lease_s=60)
+        ledger.mark_sending(conn, owner="alive", message_ids=[r.id for r in alive], now=now)
+    assert reap(engine, batch_rows=2) == 5  # the two claimed, never sent, went back to the queue
+    assert states(engine, cid) == {"unknown": 5, "sending": 4, "planned": 5}
     with engine.connect() as conn:
         reaped = conn.execute(
             sa.select(MESSAGE.c.error_title, MESSAGE.c.lease_owner, MESSAGE.c.dedup_hash).where(
@@ -179,6 +180,8 @@ def test_renewing_leases_skips_a_row_the_writer_holds_instead_of_waiting_for_it(
 async def test_a_workers_reaper_keeps_reaping_expired_leases_until_it_is_stopped(engine: Engine) -> None:
     cid = seed_campaign(engine, recipients=6)
     with write_transaction(engine) as conn:
+        sent = ledger.claim(conn, campaign_id=cid, owner="dead", limit=3, now=utcnow(), lease_s=0.2)
+        ledger.mark_sending(conn, owner="dead", message_ids=[r.id for r in sent], now=utcnow())
         ledger.claim(conn, campaign_id=cid, owner="dead", limit=3, now=utcnow(), lease_s=0.2)
     reaper = Reaper(engine, every_s=0.1)
     stop = asyncio.Event()

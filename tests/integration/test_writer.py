@@ -20,6 +20,7 @@ from tests.dispatch_support import seed_campaign, states
 def _claimed(engine: Engine, campaign_id: int, n: int) -> list[int]:
     with write_transaction(engine) as conn:
         rows = ledger.claim(conn, campaign_id=campaign_id, owner="w", limit=n, now=utcnow(), lease_s=60)
+        ledger.mark_sending(conn, owner="w", message_ids=[r.id for r in rows], now=utcnow())
     return [r.id for r in rows]
 
 
