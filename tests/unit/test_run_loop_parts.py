@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from scheduler.sending.claims import ClaimAhead
+from scheduler.sending.claims import ClaimAhead, mark_group_size
 from scheduler.sending.halt import Halt
 from scheduler.sending.in_flight import InFlight
 from scheduler.sending.ledger import ClaimedRow
@@ -54,7 +54,10 @@ async def test_claims_ahead_top_up_to_one_batch_and_give_back_what_was_not_sent(
         asked.append(limit)
         return claimed(len(asked) * 100, limit)
 
-    claims = ClaimAhead(claim)
+    async def mark(rows: list[ClaimedRow]) -> list[ClaimedRow]:
+        return rows
+
+    claims = ClaimAhead(claim, mark)
     taken = [await claims.next_row(batch=4, halted=False) for _ in range(3)]
     assert [row.id for row in taken if row is not None] == [100, 101, 102]
     assert asked == [4]  # three of four taken: the one left is below half a batch
@@ -70,7 +73,35 @@ async def test_no_claim_starts_once_the_run_halted() -> None:
     async def claim(limit: int) -> list[ClaimedRow]:
         raise AssertionError("claimed after the halt")
 
-    assert await ClaimAhead(claim).next_row(batch=4, halted=True) is None
+    async def mark(rows: list[ClaimedRow]) -> list[ClaimedRow]:
+        raise AssertionError("marked after the halt")
+
+    assert await ClaimAhead(claim, mark).next_row(batch=4, halted=True) is None
+
+
+async def test_rows_are_marked_sending_in_groups_just_ahead_and_a_row_the_mark_lost_is_never_handed_out() -> (
+    None
+):
+    groups: list[list[int]] = []
+
+    async def claim(limit: int) -> list[ClaimedRow]:
+        return claimed(100, limit) if not groups else []
+
+    async def mark(rows: list[ClaimedRow]) -> list[ClaimedRow]:
+        groups.append([row.id for row in rows])
+        return [row for row in rows if row.id != 105]  # its lease was lost: another run has it now
+
+    claims = ClaimAhead(claim, mark)
+    first = await claims.next_row(batch=10, group=4, halted=False)
+    assert first is not None and first.id == 100 and groups == [[100, 101, 102, 103]]
+    handed = [first.id]
+    while (row := await claims.next_row(batch=10, group=4, halted=False)) is not None:
+        handed.append(row.id)
+        # never more than one group marked and not handed out
+        assert sum(len(g) for g in groups) - len(handed) <= 4 + 1
+    assert handed == [100, 101, 102, 103, 104, 106, 107, 108, 109]
+    assert all(len(group) <= 4 for group in groups) and groups[1][0] == 104
+    assert mark_group_size(80) == 8 and mark_group_size(1000) == 100 and mark_group_size(0.5) == 1
 
 
 async def test_a_slot_wait_ends_when_a_send_ends_or_the_run_halts() -> None:
