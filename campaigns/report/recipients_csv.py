@@ -34,6 +34,8 @@ HEADER = [
     "reply",
     "button_payload",
     "opted_out",
+    "rollout_stage",
+    "variant",
 ]
 FETCH_ROWS = 5000
 
@@ -89,6 +91,8 @@ def recipient_rows(engine: Engine, campaign_id: int) -> Iterator[list[Any]]:
             reply.c.text,
             reply.c.payload,
             optout.c.opted,
+            MESSAGE.c.stage,
+            MESSAGE.c.variant,
         )
         .select_from(
             MESSAGE.outerjoin(latest, latest.c.message_id == MESSAGE.c.id)
@@ -111,7 +115,7 @@ def _text(value: str | None) -> str:
 def _csv_row(row: Any) -> list[Any]:
     """One recipient's cells: text that came from outside (platform, users, CSV imports) neutralised."""
     (phone, state, skip, wamid, code, title, accepted, sent, delivered, read, failed, category, billable,
-     reply, payload, opted) = row  # fmt: skip
+     reply, payload, opted, stage, variant) = row  # fmt: skip
     return [
         _text(phone),
         state,
@@ -129,6 +133,8 @@ def _csv_row(row: Any) -> list[Any]:
         _text(reply),
         _text(payload),
         "yes" if opted else "",
+        "" if stage is None else stage + 1,
+        variant or "",
     ]
 
 
