@@ -82,11 +82,28 @@ class TemplateBook:
         """The templates as `GET /{waba_id}/message_templates` lists them (current statuses)."""
         return [dict(item) for item in self._items]
 
-    def set_status(self, name: str, language: str, status: str) -> TemplateSpec:
-        """Change a template's status (e.g. PAUSED) for sends and for the listing."""
+    def set_status(self, name: str, language: str, status: str, *, reason: str | None = None) -> TemplateSpec:
+        """Change a template's status (e.g. PAUSED) for sends and for the listing (REJECTED: its reason)."""
         spec = replace(self._specs[(name, language)], status=status)
         self._specs[(name, language)] = spec
         for item in self._items:
             if item["name"] == name and item["language"] == language:
                 item["status"] = status
+                if reason is not None:
+                    item["rejected_reason"] = reason
         return spec
+
+    def add(self, item: dict[str, Any]) -> TemplateSpec:
+        """A new template (a submission), listed and looked up from now on."""
+        spec = TemplateSpec.from_listing(item)
+        self._items.append(dict(item))
+        self._specs[(spec.name, spec.language)] = spec
+        return spec
+
+    def remove(self, name: str) -> list[TemplateSpec]:
+        """Delete every language of template `name`; the templates removed."""
+        removed = [spec for key, spec in self._specs.items() if key[0] == name]
+        for spec in removed:
+            del self._specs[(spec.name, spec.language)]
+        self._items = [item for item in self._items if item["name"] != name]
+        return removed

@@ -98,6 +98,10 @@ class Bindings:
     defaults: Mapping[str, str] = field(default_factory=dict)
     header_media_url: str | None = None
     button_payloads: Mapping[str, str] = field(default_factory=dict)
+    #: --header-media-file, and once uploaded to the sender (planning) its media id and sha256.
+    header_media_file: str | None = None
+    header_media_id: str | None = None
+    header_media_sha256: str | None = None
 
 
 def _problems_of_value(label: str, text: str) -> list[str]:
@@ -138,10 +142,15 @@ def binding_problems(shape: TemplateShape, bindings: Bindings) -> list[str]:
 def _header_problems(shape: TemplateShape, bindings: Bindings) -> list[str]:
     if shape.header_format == "LOCATION":
         return ["the template has a LOCATION header, which wacamp cannot fill yet"]
-    if shape.needs_header_media and not bindings.header_media_url:
-        return [f"the template's {shape.header_format} header needs --header-media-url"]
-    if bindings.header_media_url and not shape.needs_header_media:
-        return [f"--header-media-url given but the template's header is {shape.header_format or 'absent'}"]
+    if bindings.header_media_url and bindings.header_media_file:
+        return ["give --header-media-url or --header-media-file, not both"]
+    if shape.needs_header_media and not (bindings.header_media_url or bindings.header_media_file):
+        return [
+            f"the template's {shape.header_format} header needs --header-media-url or --header-media-file"
+        ]
+    given = "--header-media-url" if bindings.header_media_url else "--header-media-file"
+    if (bindings.header_media_url or bindings.header_media_file) and not shape.needs_header_media:
+        return [f"{given} given but the template's header is {shape.header_format or 'absent'}"]
     if bindings.header_media_url:
         return _problems_of_value("--header-media-url", bindings.header_media_url)
     return []
@@ -177,6 +186,9 @@ class Personaliser:
         self._hash_prefix = payloads.content_hash_prefix(name=template_name, language=language)
         self.params = {label: ValueText.compile(text) for label, text in bindings.params.items()}
         self.media = ValueText.compile(bindings.header_media_url) if bindings.header_media_url else None
+        self.media_id = bindings.header_media_id
+        #: The uploaded id as it appears in the components, and what replaces it in the content hash.
+        self._media_id_swap = _media_id_swap(bindings)
         self.payloads = {int(i): ValueText.compile(p) for i, p in bindings.button_payloads.items()}
         texts = [*self.params.values(), *self.payloads.values(), *([self.media] if self.media else [])]
         self.columns = list(dict.fromkeys(c for text in texts for c in text.columns))
@@ -211,7 +223,8 @@ class Personaliser:
             components.append(payloads.body_component(body))
         components.extend(self._buttons(values))
         text = payloads.compact_json(components)
-        digest = payloads.content_hash_of(prefix=self._hash_prefix, components_json=text)
+        hashed = text.replace(*self._media_id_swap, 1) if self._media_id_swap else text
+        digest = payloads.content_hash_of(prefix=self._hash_prefix, components_json=hashed)
         return Rendered(components, text, digest)
 
     def _text(self, placeholder: Placeholder, values: Mapping[str, str], *, limit: int) -> dict[str, Any]:
@@ -230,6 +243,8 @@ class Personaliser:
         return param
 
     def _header(self, values: Mapping[str, str]) -> list[dict[str, Any]]:
+        if self.media_id is not None and self.shape.header_format:
+            return [payloads.media_parameter(self.shape.header_format, media_id=self.media_id)]
         if self.media is not None and self.shape.header_format:
             link = self.media.render(values)
             return [payloads.media_parameter(self.shape.header_format, link=link, limits=self.limits)]
@@ -274,6 +289,17 @@ class Personaliser:
             callback_data=payloads.callback_data_for(message_id),
             limits=self.limits,
         )
+
+
+def _media_id_swap(bindings: Bindings) -> tuple[str, str] | None:
+    """An uploaded header is hashed by its file's sha256, so a re-upload (new id) is the same content."""
+    if not bindings.header_media_id or not bindings.header_media_sha256:
+        return None
+    token = f"sha256:{bindings.header_media_sha256}"
+    return (
+        f'"id":{payloads.compact_json(bindings.header_media_id)}',
+        f'"id":{payloads.compact_json(token)}',
+    )
 
 
 __all__ = [

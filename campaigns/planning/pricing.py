@@ -10,6 +10,14 @@ import phonenumbers
 
 from campaigns.core.exceptions import ConfigError
 
+#: Billed categories priced like another when the rate card has no line of their own: the Marketing
+#: Messages API's `marketing_lite` costs what marketing costs (Meta), authentication-international
+#: what authentication costs unless the card says otherwise.
+PRICED_LIKE = {"marketing_lite": "marketing", "authentication-international": "authentication"}
+#: `pricing.type` of status webhooks: `regular` messages are charged, these are free.
+CHARGED_PRICING_TYPE = "regular"
+FREE_PRICING_TYPES = ("free_customer_service", "free_entry_point")
+
 
 @dataclass(frozen=True)
 class RateCard:
@@ -25,7 +33,10 @@ class RateCard:
         """Price of one delivered message of `category` to a number of `country_code`."""
         key = category.lower()
         prices = self.countries.get(country_code, {}) if country_code is not None else {}
-        return float(prices.get(key, self.default.get(key, 0.0)))
+        for name in (key, PRICED_LIKE.get(key)):
+            if name is not None and (name in prices or name in self.default):
+                return float(prices.get(name, self.default.get(name, 0.0)))
+        return 0.0
 
     def price_for_phone(self, *, category: str, phone: str) -> float:
         return self.price(category=category, country_code=country_code_of(phone))

@@ -25,6 +25,7 @@ from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 from campaigns.core.models import Campaign, MessageState
 from campaigns.core.settings import Settings
 from campaigns.planning.pricing import RateCard, load_rate_card
+from campaigns.templates.drift import category_drift
 
 AUTO_TIER_ESTIMATE = "TIER_250"
 
@@ -139,7 +140,11 @@ def plan_summary(
             f"{settings.limits.tier_window_h:g} h: the campaign needs {days} days"
         )
     card = load_rate_card(settings.rate_card_path())
-    costs = _costs(card, category=campaign.category, counts=_recipients_by_country(engine, campaign_id))
+    drift = category_drift(engine, campaign)
+    category = drift.current if drift is not None else campaign.category
+    if drift is not None:
+        notes.append(drift.warning)
+    costs = _costs(card, category=category, counts=_recipients_by_country(engine, campaign_id))
     if card.example_values:
         notes.append(f"prices are EXAMPLE values from {card.source}: put your own rate card there")
     return PlanSummary(
@@ -156,7 +161,7 @@ def plan_summary(
         messaging_tier=tier,
         tier_limit=limit,
         days_needed=days,
-        category=campaign.category,
+        category=category,
         currency=card.currency,
         estimated_cost=round(sum(c.total for c in costs), 2),
         example_prices=card.example_values,

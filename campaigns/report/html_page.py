@@ -88,6 +88,7 @@ def _summary(facts: dict[str, Any]) -> str:
         source = _e(cost["rate_card"])
         note = f'<p class="note">Prices are EXAMPLE values from {source}: use your own rate card.</p>'
     pause = f" · {_e(c['pause_reason'])}" if c["pause_reason"] else ""
+    drift = f"<p><b>Category drift:</b> {_e(c['category_drift'])}</p>" if c.get("category_drift") else ""
     funnel_head = '<tr><th>stage</th><th class="n">messages</th><th>rate</th></tr>'
     error_head = "".join(
         f'<th class="n">{h}</th>' if h in ("code", "count") else f"<th>{h}</th>"
@@ -98,7 +99,7 @@ def _summary(facts: dict[str, Any]) -> str:
 <p class="muted">template {_e(c["template"])} ({_e(c["language"])}, {_e(c["category"])}) ·
 list {_e(c["list"])} · sender {_e(c["sender"])} · state <b>{_e(c["state"])}</b>{pause} ·
 started {_e(c["started_at"])} · report generated {_e(facts["generated_at"])}</p>
-<div class="grid">
+{drift}<div class="grid">
 <div><h2>Funnel</h2><table>{funnel_head}{_rows(funnel, numeric=(1,))}</table></div>
 <div><h2>&nbsp;</h2><div class="chart"><canvas id="funnel"></canvas></div></div>
 </div>

@@ -94,7 +94,8 @@ def retry_after_s(value: str | None) -> float | None:
     return max(0.0, (when - utcnow()).total_seconds())
 
 
-def _error_of(status: int, payload: Any, retry_after: float | None) -> PlatformError:
+def platform_error(status: int, payload: Any, retry_after: float | None) -> PlatformError:
+    """The classified error of a Graph API error answer (``{"error": {"code", "message"}}``)."""
     error = payload.get("error", {}) if isinstance(payload, dict) else {}
     code = error.get("code") if isinstance(error, dict) else None
     return classify_platform_error(
@@ -133,23 +134,27 @@ async def _get_page(
     except json.JSONDecodeError:
         payload = {}
     if status >= 400 or (isinstance(payload, dict) and "error" in payload):
-        raise _error_of(status, payload, retry_after)
+        raise platform_error(status, payload, retry_after)
     if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
         raise SyncError(f"GET {url}: the answer has no 'data' list")
     return payload
 
 
 async def fetch_templates(
-    config: SyncConfig, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    config: SyncConfig,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    name: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Every template object of the listing, all pages, in order."""
+    """Every template object of the listing (only those called `name` when given), all pages, in order."""
     timeout = aiohttp.ClientTimeout(
         total=config.request_timeout_s, connect=config.connect_timeout_s, sock_read=config.request_timeout_s
     )
     headers = {"Authorization": f"Bearer {config.access_token}"}
     items: list[dict[str, Any]] = []
     url: str | None = config.first_url
-    params: dict[str, str] | None = {"limit": str(config.page_limit), "fields": FIELDS}
+    first = {"limit": str(config.page_limit), "fields": FIELDS} | ({"name": name} if name else {})
+    params: dict[str, str] | None = first
     async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
         while url:
             page = await _get_page_retrying(session, url, params, config=config, sleep=sleep)

@@ -48,6 +48,7 @@ from campaigns.schedule import (
     expire_past_deadline,
     zone,
 )
+from campaigns.templates.drift import category_drift
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,8 @@ class DueSummary:
     passes: list[PassResult] = field(default_factory=list)
     stopped_by: str | None = None  # "deadline" | "signal" | "database" | None
     remaining: int = 0
+    #: One line per campaign run whose template changed category since it was created (category drift).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def errors(self) -> int:
@@ -177,6 +180,7 @@ class DueSummary:
             "remaining_campaigns": self.remaining,
             **self.totals(),
             "paused_by_guardrail": [f"{p.name}: {p.outcome}" for p in self.guardrail_pauses],
+            "warnings": self.warnings,
             "runs": [
                 {"campaign": p.name, "outcome": p.outcome, "accepted": p.accepted, "error": p.error}
                 for p in self.passes
@@ -352,6 +356,16 @@ def after_pass(engine: Engine, campaign_id: int, *, now: datetime) -> None:
         )
 
 
+def _drift_warnings(conn: Connection, campaign_ids: set[int]) -> list[str]:
+    """`campaign: warning` for each campaign run whose template's category drifted."""
+    warnings = []
+    for campaign_id in sorted(campaign_ids):
+        campaign = control.find_campaign(conn, campaign_id)
+        if (drift := category_drift(conn, campaign)) is not None:
+            warnings.append(f"{campaign.name}: {drift.warning}")
+    return warnings
+
+
 def _earliest(*instants: datetime | None) -> datetime | None:
     present = [at for at in instants if at is not None]
     return min(present) if present else None
@@ -410,6 +424,7 @@ async def run_due(
                 passes[campaign.id] = MAX_PASSES_PER_RUN
     with engine.connect() as conn:
         summary.remaining = count_unfinished(conn, now=clock())
+        summary.warnings = _drift_warnings(conn, {p.campaign_id for p in summary.passes})
     return summary
 
 

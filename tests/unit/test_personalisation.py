@@ -64,11 +64,14 @@ def test_binding_problems_are_all_listed_at_once() -> None:
     assert len(problems) == 6
 
 
-def test_a_media_header_without_url_is_a_problem() -> None:
+def test_a_media_header_without_url_or_file_is_a_problem() -> None:
     data = {**PROMO, "components": [{"type": "HEADER", "format": "IMAGE"}, {"type": "BODY", "text": "x"}]}
-    assert binding_problems(parse_template(data).shape(), Bindings()) == [
-        "the template's IMAGE header needs --header-media-url"
+    shape = parse_template(data).shape()
+    assert binding_problems(shape, Bindings()) == [
+        "the template's IMAGE header needs --header-media-url or --header-media-file"
     ]
+    both = Bindings(header_media_url="https://x.it/a.png", header_media_file="/tmp/a.png")
+    assert binding_problems(shape, both) == ["give --header-media-url or --header-media-file, not both"]
 
 
 def _promo(**kw: object) -> Personaliser:
@@ -142,3 +145,28 @@ def test_attributes_the_campaign_does_not_use_leave_the_content_hash_unchanged()
     b = _promo(defaults={}).render(phone="+391", attributes={"first_name": "Marco", "city": "Roma"})
     c = _promo().render(phone="+391", attributes={"first_name": "Maria"})
     assert a.content_hash == b.content_hash != c.content_hash
+
+
+def _image_header(**kw: str) -> Personaliser:
+    data = {**PROMO, "components": [{"type": "HEADER", "format": "IMAGE"}, {"type": "BODY", "text": "x"}]}
+    return Personaliser(
+        template_name="pic",
+        language="it",
+        shape=parse_template(data).shape(),
+        bindings=Bindings(**kw),  # type: ignore[arg-type]
+        limits=DEFAULT_LIMITS,
+    )
+
+
+def test_an_uploaded_header_is_sent_by_id_and_hashed_by_the_file_not_the_upload() -> None:
+    first = _image_header(header_media_id="111", header_media_sha256="ab" * 32)
+    again = _image_header(header_media_id="222", header_media_sha256="ab" * 32)  # re-uploaded: new id
+    other = _image_header(header_media_id="111", header_media_sha256="cd" * 32)  # other bytes
+    render = [p.render(phone="+393471234567", attributes={}) for p in (first, again, other)]
+    assert render[0].components[0] == {
+        "type": "header",
+        "parameters": [{"type": "image", "image": {"id": "111"}}],
+    }
+    assert '"image":{"id":"222"}' in render[1].components_json
+    assert render[0].content_hash == render[1].content_hash  # same file: same content for dedup
+    assert render[0].content_hash != render[2].content_hash

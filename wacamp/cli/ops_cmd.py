@@ -142,6 +142,8 @@ def log_summary(summary: DueSummary, *, deadline: datetime | None) -> None:
     )
     for paused in summary.guardrail_pauses:
         message += f"; paused {paused.name}: {paused.outcome}"
+    for warning in summary.warnings:
+        message += f"; warning {warning}"
     level = logging.ERROR if summary.errors else logging.INFO
     log.log(level, message, extra={**data, "until": deadline, "campaign_runs": runs})
 

@@ -80,6 +80,13 @@ def _fault_names(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
     default=0.02,
     help="Share of numbers (by seed) whose marketing sends fail later with 131049.",
 )
+@click.option(
+    "--review-s",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    help="Templates submitted with `wacamp templates create` are reviewed this many seconds later: "
+    "a name containing 'reject' is REJECTED, any other APPROVED (status webhook sent).",
+)
 @pass_app
 def serve_command(
     app: AppContext,
@@ -95,6 +102,7 @@ def serve_command(
     pair_spacing_s: float | None,
     not_on_whatsapp_share: float,
     marketing_limit_share: float,
+    review_s: float,
 ) -> None:
     """Serve the sandbox until Ctrl-C. Prints `sandbox listening on http://HOST:PORT` on stdout.
 
@@ -120,6 +128,7 @@ def serve_command(
         pair_spacing_s=app.settings.limits.pair_spacing_s if pair_spacing_s is None else pair_spacing_s,
         not_on_whatsapp_share=not_on_whatsapp_share,
         marketing_limit_share=marketing_limit_share,
+        template_review_s=review_s,
     )
     asyncio.run(_serve_until_signal(config))
 
