@@ -14,6 +14,8 @@ import json
 from importlib import resources
 from typing import Any
 
+from campaigns.report.stages_render import ab_html, rollout_html
+
 CHARTJS_VERSION = "4.6.1"
 CHART_IDS = ("funnel", "sends", "deliveries", "errors")
 
@@ -106,6 +108,8 @@ started {_e(c["started_at"])} · report generated {_e(facts["generated_at"])}</p
 <h2>Sending</h2><div class="grid"><div class="chart"><canvas id="sends"></canvas></div>
 <div class="chart"><canvas id="deliveries"></canvas></div></div>
 <table>{_rows(operations)}</table>{note}
+{rollout_html(facts)}
+{ab_html(facts)}
 <h2>Failures by error code</h2>
 <table><tr>{error_head}</tr>{_rows(errors, numeric=(0, 1))}</table>
 <div class="chart"><canvas id="errors"></canvas></div>

@@ -338,6 +338,8 @@ def prepare_pass(
             return PassPlan(run=False, outcome=review.outcome)
         if review.outcome:
             log.info(review.outcome, extra={"campaign": campaign.name})
+        if review.replan and planner is not None:  # an A/B test decided: the rest, with the winner
+            planner(campaign_id)
     recheck_at = apply_recipient_windows(engine, campaign, now=now)
     return PassPlan(run=True, deadline=_earliest(until, gate.until, recheck_at, campaign.deadline))
 
