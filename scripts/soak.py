@@ -70,6 +70,8 @@ class Scenario:
     webhook_acknowledged: int = 0
     webhook_lost_after_200: int = 0
     seconds: float = 0.0
+    #: Rounds that broke (a command exited 1, a campaign never completed): what was said, cut short.
+    failures: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -198,6 +200,13 @@ async def webhook_round(scenario: Scenario, *, kills: int, seed: int, workdir: P
     )
 
 
+async def one_round(scenario: Scenario, *, kills: int, rng: random.Random, workdir: Path, url: str) -> None:
+    if scenario.command == "webhooks-serve":
+        await webhook_round(scenario, kills=kills, seed=rng.randrange(10**9), workdir=workdir, url=url)
+    else:
+        await kill_round(scenario, kills=kills, rng=rng, workdir=workdir, url=url)
+
+
 async def run_scenario(scenario: Scenario, *, kills: int, seed: int) -> None:
     rng = random.Random(seed)
     started = time.monotonic()
@@ -208,13 +217,12 @@ async def run_scenario(scenario: Scenario, *, kills: int, seed: int) -> None:
             tempfile.TemporaryDirectory(prefix="wacamp-soak-") as tmp,
             database(scenario.backend, Path(tmp)) as url,
         ):
-            if scenario.command == "webhooks-serve":
-                await webhook_round(
-                    scenario, kills=batch, seed=rng.randrange(10**9), workdir=Path(tmp), url=url
-                )
-            else:
-                await kill_round(scenario, kills=batch, rng=rng, workdir=Path(tmp), url=url)
-        if scenario.kills == before:  # every process ended before its kill: the work ran out too fast
+            try:
+                await one_round(scenario, kills=batch, rng=rng, workdir=Path(tmp), url=url)
+            except (AssertionError, TimeoutError) as exc:  # a finding: keep it, go on soaking
+                scenario.failures.append(f"{type(exc).__name__}: {str(exc)[-300:]}")
+                print(f"  round failed: {scenario.failures[-1]}", file=sys.stderr, flush=True)
+        if scenario.kills == before:  # no kill landed (the work ran out too fast, or the round broke)
             break
         print(f"  {scenario.name}: {scenario.kills}/{kills} kills", file=sys.stderr, flush=True)
     scenario.seconds += time.monotonic() - started
@@ -306,6 +314,7 @@ def render(data: dict[str, Any]) -> str:
         ("fuzzed inputs in all", f"{fuzz.get('fuzzed_inputs', 0):,}"),
         ("… CSV files, webhook bodies, config files, template files", ", ".join(f"{n:,}" for n in fuzzed)),
         ("fuzz tests failed", f"{fuzz.get('tests_failed', 0)}"),
+        ("kill rounds that broke (listed below)", f"{sum(len(s.failures) for s in rows)}"),
     ]
     lines = [
         START_MARK,
@@ -324,6 +333,7 @@ def render(data: dict[str, Any]) -> str:
         "|---|---:|---|---|---:|---:|---:|",
         *map(scenario_row, rows),
         "",
+        *(f"- broke: {s.name}: {failure}" for s in rows for failure in s.failures),
         END_MARK,
     ]
     return "\n".join(lines)
@@ -416,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     write_section(args.out, render(data))
     scenarios_ = data["scenarios"]
     bad = sum(s["duplicates"] + s["losses"] + s["webhook_lost_after_200"] for s in scenarios_)
+    bad += sum(len(s.get("failures", [])) for s in scenarios_)
     bad += data["fuzz"].get("tests_failed", 0) + int(data["fuzz"].get("pytest_exit", 0) not in (0, 5))
     print(f"wrote {args.out} ({sum(s['kills'] for s in scenarios_)} kills); problems: {bad}", file=sys.stderr)
     return 1 if bad else 0
