@@ -15,6 +15,7 @@ POST is never retried behind our back.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import orjson
 
 from campaigns.core.exceptions import (
     OutcomeUnknownError,
@@ -48,14 +50,29 @@ def pool_limit(
 
 @dataclass(frozen=True)
 class HttpAnswer:
-    """An HTTP response that was read completely."""
+    """An HTTP response that was read completely: its body as the bytes that came."""
 
     status: int
     headers: Mapping[str, str]
-    text: str
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        """The body as text (bytes that are not UTF-8 replaced)."""
+        return self.body.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
-        """The body as JSON, or None when it is not JSON."""
+        """The body as JSON, or None when it is not JSON (parsed once per answer)."""
+        return self._json
+
+    @functools.cached_property
+    def _json(self) -> Any:
+        # orjson reads the bytes as they came, about 4 x faster than decode + json.loads (issue #17);
+        # what it refuses (a number past 64 bits, bytes that are not UTF-8) gets the stdlib's reading.
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            pass
         try:
             return json.loads(self.text)
         except ValueError:
@@ -111,10 +128,9 @@ class HttpTransport:
         progress = _Progress()
         try:
             async with self._get_session().request(
-                method, url, data=body, headers=dict(headers), trace_request_ctx=progress
+                method, url, data=body, headers=headers, trace_request_ctx=progress
             ) as response:
-                raw = await response.read()
-                return HttpAnswer(response.status, response.headers, raw.decode("utf-8", errors="replace"))
+                return HttpAnswer(response.status, response.headers, await response.read())
         except aiohttp.InvalidURL as exc:
             raise SenderFatalError(f"the API URL is not valid: {url}") from exc
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
