@@ -300,6 +300,8 @@ def _definition(app: AppContext, campaign: Campaign) -> dict[str, Any]:
         "language": campaign.language,
         "category": campaign.category,
         "sender": campaign.sender_name,
+        "via": campaign.via,
+        "product_policy": campaign.product_policy,
         "params": campaign.params,
         "defaults": campaign.defaults,
         "header_media_url": campaign.header_media_url,
