@@ -136,7 +136,7 @@ class Reviewer:
         assert campaign.id is not None and campaign.rollout_stage is not None
         stage = campaign.rollout_stage
         if stage >= rollout.last_stage or _unsent_released(conn, campaign.id, stage):
-            return ReviewStep(Step.SEND)
+            return ReviewStep(Step.SEND, replan=_rest_to_plan(campaign))
         facts = stage_facts(conn, campaign, stage)
         if facts.last_send_at is None:
             if _undecided(campaign):  # an A/B test nobody was drawn for: the default, for lack of data
@@ -182,13 +182,9 @@ class Reviewer:
     def _decide(conn: Connection, campaign: Campaign, facts: StageFacts, *, now: datetime) -> ReviewStep:
         """The A/B test is over: store the decision, release the rest (planned with the winner)."""
         assert campaign.id is not None
-        ab = ab_of(campaign)
-        assert ab is not None
-        decision = decide(proportions(conn, campaign, ab, stage=facts.stage), ab)
-        data = {**ab.as_json(), "decision": decision.as_json()}
-        conn.execute(sa.update(CAMPAIGN).where(CAMPAIGN.c.id == campaign.id).values(ab=data))
+        summary = decide_test(conn, campaign, stage=facts.stage)
         _release(conn, campaign.id, facts.stage, now)
-        return ReviewStep(Step.SEND, decision.summary(), replan=True)
+        return ReviewStep(Step.SEND, summary, replan=True)
 
     @staticmethod
     def _wait(conn: Connection, campaign: Campaign, until: datetime, what: str, now: datetime) -> ReviewStep:
@@ -211,6 +207,23 @@ def _undecided(campaign: Campaign) -> bool:
     """An A/B test with a test share whose winner is not decided yet."""
     ab = ab_of(campaign)
     return ab is not None and ab.test_share is not None and ab.decision is None
+
+
+def decide_test(conn: Connection, campaign: Campaign, *, stage: int) -> str:
+    """Decide a campaign's A/B test on its test stage's messages and store the decision; its summary."""
+    ab = ab_of(campaign)
+    assert ab is not None and campaign.id is not None
+    decision = decide(proportions(conn, campaign, ab, stage=stage), ab)
+    data = {**ab.as_json(), "decision": decision.as_json()}
+    conn.execute(sa.update(CAMPAIGN).where(CAMPAIGN.c.id == campaign.id).values(ab=data))
+    return decision.summary()
+
+
+def _rest_to_plan(campaign: Campaign) -> bool:
+    """A decided A/B test: plan its rest before every pass (planning adds only who is missing, so a
+    run killed while planning it loses nobody)."""
+    ab = ab_of(campaign)
+    return ab is not None and ab.test_share is not None and ab.decision is not None
 
 
 def _keep_baseline(conn: Connection, campaign: Campaign, rollout: Rollout) -> Rollout:
@@ -237,6 +250,8 @@ def override(engine: Engine, name_or_id: str) -> control.CampaignRef:
                 target=S.PLANNED,
                 refusal="campaign {name!r} is {state}, not paused or waiting: nothing to override",
             )
+        if _undecided(campaign):  # the test is cut short: decided on what it has (run-due plans the rest)
+            decide_test(conn, campaign, stage=campaign.rollout_stage)
         if campaign.rollout_stage < rollout.last_stage:
             _release(conn, campaign.id, campaign.rollout_stage, utcnow())
     return control.resume(engine, name_or_id)
