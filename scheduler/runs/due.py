@@ -38,7 +38,7 @@ from campaigns.core.exceptions import DatabaseUnavailableError
 from campaigns.core.exit_codes import ExitCode
 from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
-from campaigns.core.models import Campaign, CampaignState, MessageState
+from campaigns.core.models import Campaign, CampaignState
 from campaigns.core.settings import Settings
 from campaigns.rollout.review import GUARDRAIL_PREFIX, Reviewer, Step
 from campaigns.schedule import (
@@ -49,6 +49,7 @@ from campaigns.schedule import (
     zone,
 )
 from campaigns.templates.drift import category_drift
+from scheduler.sending import ledger
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ def lanes_for(engine: Engine, settings: Settings) -> LaneOf:
 
 def _live_lease(now: datetime) -> sa.ColumnElement[bool]:
     in_flight = sa.select(m.id).where(
-        m.campaign_id == c.id, m.state == MessageState.SENDING, m.lease_expires_at > now
+        m.campaign_id == c.id, m.state.in_(ledger.HELD), m.lease_expires_at > now
     )
     return in_flight.exists()
 
@@ -288,7 +289,7 @@ def _finish_expired(engine: Engine, campaign: Campaign, *, now: datetime) -> Non
     expired = expire_past_deadline(engine, campaign.id, now=now)
     with engine.connect() as conn:
         in_flight = conn.scalar(
-            sa.select(sa.func.count()).where(m.campaign_id == campaign.id, m.state == MessageState.SENDING)
+            sa.select(sa.func.count()).where(m.campaign_id == campaign.id, m.state.in_(ledger.HELD))
         )
     if not in_flight:
         _change_state(engine, campaign.id, CampaignState.COMPLETED, now=now, finished_at=now)
