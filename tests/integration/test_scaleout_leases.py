@@ -200,3 +200,36 @@ async def test_a_worker_above_its_fair_share_hands_over_the_sender_it_took_last(
     finally:
         other.dispose()
     assert leases.handed_over == 1
+
+
+async def test_a_worker_fenced_by_a_lost_sender_lease_gives_its_claimed_rows_back(engine: Engine) -> None:
+    """Issue #13 item 3: the pass the fence stops leaves no row `claimed` (nor `sending`) behind."""
+    from campaigns import control
+    from campaigns.core.settings import load_settings
+    from scheduler.sending.dispatch import Dispatcher
+    from tests.dispatch_support import ScriptedProvider, states
+
+    cid = seed_campaign(engine, recipients=400)
+    settings, _ = load_settings(
+        environ={"WACAMP_RATE_PER_S": "100", "WACAMP_MESSAGING_TIER": "TIER_UNLIMITED"}
+    )
+    with engine.connect() as conn:
+        ref = control.reload(conn, cid)
+    sender = settings.sender(ref.sender_name)
+    leases = SenderLeases(engine, owner="me", lease_s=0.6, senders=[sender])
+    async with leases.hold(sender.name, asyncio.Event()) as pass_stop:
+        assert pass_stop is not None
+        run = Dispatcher(
+            engine=engine, settings=settings, campaign=ref, provider=ScriptedProvider(), stop=pass_stop
+        )
+        sending = asyncio.create_task(run.run())
+        while states(engine, cid).get("accepted", 0) < 30:
+            await asyncio.sleep(0.02)
+        assert states(engine, cid).get("claimed", 0) > 0  # it holds rows ahead of its sends
+        with write_transaction(engine) as conn:
+            conn.execute(sa.update(SENDER).where(SENDER.c.name == sender.name).values(lease_owner="thief"))
+        report = await asyncio.wait_for(sending, timeout=10)
+    assert report.exit_code == 75
+    left = states(engine, cid)
+    assert set(left) == {"accepted", "planned"}, left
+    assert left["accepted"] == report.accepted and left["planned"] == 400 - report.accepted
