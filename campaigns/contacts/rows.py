@@ -2,13 +2,17 @@
 
 Pure logic (no database): which columns hold the phone and the consent, what consent values mean,
 and what is wrong with a row that cannot be imported. `campaigns.contacts.importer` writes the results.
+
+Parsing the phone number is most of the work, so it can be done apart, in other processes: a
+`ColumnPlan` gives each row's `raw_phone`, `normalize_phones` turns a batch of them into numbers (or
+reasons), and `read_parsed` finishes each row with its number. `read` does all three for one row.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from campaigns.contacts.csvfiles import CsvRow
 from campaigns.contacts.phones import InvalidPhoneNumber, normalize
@@ -77,15 +81,22 @@ class ColumnPlan:
 
     def read(self, row: CsvRow, region: str | None) -> ContactRecord | Reject:
         """The contact a row describes, or why it is rejected."""
+        parsed = normalize_phones([self.raw_phone(row)], region, international=self.international)
+        return self.read_parsed(row, parsed.phones[0], parsed.reasons.get(0, ""))
+
+    def raw_phone(self, row: CsvRow) -> str:
+        """The phone cell of a row as written (empty when the row is too short to have one)."""
+        return row.fields[self.phone] if self.phone < len(row.fields) else ""
+
+    def read_parsed(self, row: CsvRow, phone: str, reason: str) -> ContactRecord | Reject:
+        """`read`, given the row's number in E.164 (`normalize_phones`), or "" and why not."""
         fields = row.fields
         if len(fields) > self.width and any(cell.strip() for cell in fields[self.width :]):
             return Reject(row.line, _joined(fields), RejectKind.MALFORMED, _too_many(len(fields), self.width))
-        raw_phone = fields[self.phone] if self.phone < len(fields) else ""
-        try:
-            phone = normalize(raw_phone, region, international=self.international)
-        except InvalidPhoneNumber as exc:
+        if not phone:
+            raw_phone = self.raw_phone(row)
             kind = RejectKind.NO_PHONE if not raw_phone.strip() else RejectKind.INVALID_PHONE
-            return Reject(row.line, raw_phone, kind, exc.reason)
+            return Reject(row.line, raw_phone, kind, reason)
         consent = True
         if self.consent is not None:
             raw_consent = fields[self.consent] if self.consent < len(fields) else ""
@@ -95,7 +106,27 @@ class ColumnPlan:
             consent = parsed
         count = len(fields)
         attributes = {name: (fields[i].strip() if i < count else "") for i, name in self.attributes}
-        return ContactRecord(row.line, raw_phone, phone, consent, attributes)
+        return ContactRecord(row.line, self.raw_phone(row), phone, consent, attributes)
+
+
+@dataclass
+class ParsedPhones:
+    """A batch of phone cells read: the E.164 number of each, or "" with the reason at its index."""
+
+    phones: list[str]
+    reasons: dict[int, str] = field(default_factory=dict)
+
+
+def normalize_phones(raws: Sequence[str], region: str | None, *, international: bool) -> ParsedPhones:
+    """`phones.normalize` over a batch (a plain function of plain data: it runs in a worker process)."""
+    parsed = ParsedPhones([])
+    for index, raw in enumerate(raws):
+        try:
+            parsed.phones.append(normalize(raw, region, international=international))
+        except InvalidPhoneNumber as exc:
+            parsed.phones.append("")
+            parsed.reasons[index] = exc.reason
+    return parsed
 
 
 _UNCLEAR = "unclear consent: use yes/y/true/1/x/si/oui/ja or no/n/false/0/empty"
