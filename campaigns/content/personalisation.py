@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from campaigns.content import payloads
@@ -74,8 +75,8 @@ class ValueText:
             parts.append(text[position:])
         return cls(tuple(parts))
 
-    @property
-    def columns(self) -> list[str]:
+    @cached_property
+    def columns(self) -> list[str]:  # asked for every contact when planning: computed once
         return [p[0] for p in self.parts if isinstance(p, tuple)]
 
     def render(self, lookup: Mapping[str, str]) -> str:
@@ -228,18 +229,19 @@ class Personaliser:
         return Rendered(components, text, digest)
 
     def _text(self, placeholder: Placeholder, values: Mapping[str, str], *, limit: int) -> dict[str, Any]:
-        text = self.params[placeholder.label]
-        constant = not text.columns
-        if constant and placeholder.label in self._constant:  # same for every contact: built once
-            return self._constant[placeholder.label]
+        label = placeholder.label
+        built = self._constant.get(label)
+        if built is not None:  # a value without columns is the same for every contact: built once
+            return built
+        text = self.params[label]
         param = payloads.text_parameter(
             text.render(values),
-            parameter=placeholder.label,
+            parameter=label,
             limit=limit,
             parameter_name=placeholder.key if self.named else None,
         )
-        if constant:
-            self._constant[placeholder.label] = param
+        if not text.columns:
+            self._constant[label] = param
         return param
 
     def _header(self, values: Mapping[str, str]) -> list[dict[str, Any]]:
