@@ -26,6 +26,7 @@ def _claim(engine: Engine, budget: TierBudget, campaign_id: int, *, limit: int, 
         claimed = claim_within_budget(
             conn, budget=budget, campaign_id=campaign_id, owner="w", limit=limit, now=now, lease_s=60
         )
+        ledger.mark_sending(conn, owner="w", message_ids=[r.id for r in claimed], now=now)
         ledger.apply_outcomes(
             conn, [Outcome(OutcomeKind.ACCEPTED, r.id, now, wamid=f"w{r.id}") for r in claimed]
         )
@@ -116,3 +117,22 @@ async def test_the_tier_comes_from_the_config_or_the_platform_or_falls_back_to_t
     )
     assert (choice.name, choice.limit) == expected
     assert choice.source.startswith(source)
+
+
+def test_a_dead_holders_claimed_rows_give_their_tier_counts_back_when_they_return_to_the_queue(
+    engine: Engine,
+) -> None:
+    cid = seed_campaign(engine, recipients=6)
+    budget = TierBudget(portfolio="p", limit=5, window_s=DAY_S)
+    assert len(_claim(engine, budget, cid, limit=2, now=T0)) == 2  # sent: counted for good
+    with write_transaction(engine) as conn:
+        held = claim_within_budget(
+            conn, budget=budget, campaign_id=cid, owner="dead", limit=3, now=T0, lease_s=60
+        )
+        assert len(held) == 3 and budget.remaining(conn, T0) == 0
+    later = T0 + timedelta(minutes=5)
+    with write_transaction(engine) as conn:
+        recovered = ledger.recover_expired(conn, now=later, campaign_id=cid)
+        assert recovered == ledger.Recovered(returned=3)
+        assert budget.remaining(conn, later) == 3
+    assert sorted(r.state for r in rows(engine, cid)) == ["accepted"] * 2 + ["planned"] * 4
