@@ -33,15 +33,21 @@ class Propensity:
 
     @classmethod
     def parse(cls, text: str) -> tuple[str, Propensity]:
-        """``NAME:read=0.3,reply=0.1,optout=0.2`` (the `sandbox serve --template-behaviour` option)."""
+        """``NAME[/LANG]:read=0.3,reply=0.1,optout=0.2`` (`sandbox serve --template-behaviour`)."""
         name, _, spec = text.partition(":")
         keys = {"read": "read_share", "reply": "reply_share", "optout": "optout_share"}
         values: dict[str, float] = {}
+        usage = f"{text!r}: use NAME[/LANG]:read=0.3,reply=0.1,optout=0.2 (shares from 0 to 1)"
         for part in filter(None, (p.strip() for p in spec.split(","))):
             key, sep, value = part.partition("=")
             if not sep or key not in keys or not name:
-                raise ValueError(f"{text!r}: use NAME:read=0.3,reply=0.1,optout=0.2")
-            values[keys[key]] = float(value)
+                raise ValueError(usage)
+            try:
+                values[keys[key]] = float(value)
+            except ValueError:
+                raise ValueError(usage) from None
+            if not 0 <= values[keys[key]] <= 1:
+                raise ValueError(usage)
         return name, cls(**values)
 
 

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from campaigns.core.exceptions import UserError
 from sandbox.config import FAULT_NAMES, SandboxConfig
+from sandbox.propensity import Propensity
 from sandbox.samples import sample_contacts_text, sample_templates_text
 from sandbox.server import serve
 from wacamp.cli.common import AppContext, json_option, out_console, pass_app, print_json
@@ -39,6 +40,19 @@ def _fault_names(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
     if unknown:
         raise click.BadParameter(f"unknown fault {unknown[0]!r} (known: {', '.join(FAULT_NAMES)})")
     return names
+
+
+def _behaviours(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, Propensity]:
+    parsed: dict[str, Propensity] = {}
+    for value in values:
+        try:
+            name, propensity = Propensity.parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        parsed[name] = propensity
+    return parsed
 
 
 @sandbox_group.command("serve")
@@ -87,6 +101,15 @@ def _fault_names(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
     help="Templates submitted with `wacamp templates create` are reviewed this many seconds later: "
     "a name containing 'reject' is REJECTED, any other APPROVED (status webhook sent).",
 )
+@click.option(
+    "--template-behaviour",
+    "behaviour",
+    multiple=True,
+    callback=_behaviours,
+    metavar="NAME[/LANG]:read=S,reply=S,optout=S",
+    help="How recipients react to one template (shares, by seed): read it, reply, answer STOP. "
+    "For rollout and A/B rehearsals, e.g. spring_sale:optout=0.3 or spring_sale/en:read=0.6.",
+)
 @pass_app
 def serve_command(
     app: AppContext,
@@ -103,6 +126,7 @@ def serve_command(
     not_on_whatsapp_share: float,
     marketing_limit_share: float,
     review_s: float,
+    behaviour: dict[str, Propensity],
 ) -> None:
     """Serve the sandbox until Ctrl-C. Prints `sandbox listening on http://HOST:PORT` on stdout.
 
@@ -111,6 +135,7 @@ def serve_command(
       wacamp sandbox serve
       wacamp sandbox serve --port 0 --mps 0 --pair-spacing-s 0        limits off (benchmarks)
       wacamp sandbox serve --webhook-url http://127.0.0.1:8080/webhook --faults flaky,slow --seed 7
+      wacamp sandbox serve --webhook-url URL --template-behaviour spring_sale:optout=0.3   STOP from 30 %
     """
     defaults = app.settings.sandbox
     config = SandboxConfig(
@@ -129,6 +154,7 @@ def serve_command(
         not_on_whatsapp_share=not_on_whatsapp_share,
         marketing_limit_share=marketing_limit_share,
         template_review_s=review_s,
+        template_behaviour=behaviour,
     )
     asyncio.run(_serve_until_signal(config))
 
