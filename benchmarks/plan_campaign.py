@@ -11,9 +11,14 @@ With ``--where EXPR`` a third child plans the same list through a segment (issue
 of the seeded database; the default expression keeps every contact (``city = "Roma"``), so the row
 shows what evaluating the segment costs on top of planning the whole list (the "segment / plan" ratio).
 
-Memory is flat when the 1M peak RSS is about the 100k one. Reproduce with::
+Memory is flat when the 1M peak RSS is about the 100k one. Peak RSS is the child's own high-water mark
+(VmHWM: ``ru_maxrss`` would carry the seeding parent's size across the exec). The machine's load
+average is shown at the start and end of each row, so a row measured on a busy machine shows it.
+Seeding is itself a bulk insert (contacts by `campaigns.core.bulk`, list members by one
+``INSERT … SELECT``), so 10 million recipients take minutes, not an hour. Reproduce with::
 
     .venv/bin/python benchmarks/plan_campaign.py                    # SQLite, 100k and 1M
+    .venv/bin/python benchmarks/plan_campaign.py --sizes 10000000 --no-baseline   # 10M: time and peak RSS
     .venv/bin/python benchmarks/plan_campaign.py --sizes 100000 --postgres postgresql+psycopg://postgres@127.0.0.1:5432/test
     .venv/bin/python benchmarks/plan_campaign.py --sizes 100000 --where 'city = "Roma"'
 """
@@ -39,6 +44,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import Engine, make_url
 
+from campaigns.core.bulk import insert_ignoring_conflicts
 from campaigns.core.db import make_engine, upgrade, write_transaction
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.models import CONTACT_LIST_TABLE as LIST
@@ -75,23 +81,22 @@ def seed(engine: Engine, size: int, where: str | None = None) -> None:
         list_id = conn.execute(
             sa.insert(LIST).values(name="bench", created_at=now).returning(LIST.c.id)
         ).scalar_one()
+    attributes = _attributes_for(engine)
+    constants = {"consent": True, "created_at": now, "updated_at": now}
     for start in range(0, size, SEED_BATCH):
-        stop = min(size, start + SEED_BATCH)
         contacts = [
             {
                 "id": n + 1,
                 "phone": f"+39347{n:07d}",
-                "attributes": {"first_name": f"Nome{n}", "city": "Roma"},
-                "consent": True,
-                "created_at": now,
-                "updated_at": now,
+                "attributes": attributes({"first_name": f"Nome{n}", "city": "Roma"}),
             }
-            for n in range(start, stop)
+            for n in range(start, min(size, start + SEED_BATCH))
         ]
-        members = [{"list_id": list_id, "contact_id": n + 1, "added_at": now} for n in range(start, stop)]
         with write_transaction(engine) as conn:
-            conn.execute(sa.insert(CONTACT), contacts)
-            conn.execute(sa.insert(MEMBER), members)
+            insert_ignoring_conflicts(conn, CONTACT, contacts, constants=constants)
+    members = sa.select(sa.literal(list_id), CONTACT.c.id, sa.literal(now, MEMBER.c.added_at.type))
+    with write_transaction(engine) as conn:
+        conn.execute(sa.insert(MEMBER).from_select(["list_id", "contact_id", "added_at"], members))
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.exec_driver_sql(
@@ -113,8 +118,23 @@ def seed(engine: Engine, size: int, where: str | None = None) -> None:
         create_campaign(engine, settings=_settings(), definition=segmented)
 
 
+def _attributes_for(engine: Engine) -> Any:
+    """The attributes value as the bulk insert takes it: a dict (SQLite), psycopg's Json (COPY)."""
+    if engine.dialect.name == "postgresql":
+        from psycopg.types.json import Json
+
+        return Json
+    return lambda value: value
+
+
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's own peak RSS (VmHWM); ru_maxrss keeps the parent's across exec on Linux."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 def _cpu_s() -> float:
@@ -187,7 +207,9 @@ def _drop_postgres(admin_url: str, *names: str) -> None:
     admin.dispose()
 
 
-def measure_sqlite(size: int, workdir: Path, where: str | None = None) -> dict[str, dict[str, Any]]:
+def measure_sqlite(
+    size: int, workdir: Path, where: str | None = None, *, with_baseline: bool = True
+) -> dict[str, dict[str, Any]]:
     seeded = workdir / f"seed-{size}.db"
     engine = make_engine(f"sqlite:///{seeded}")
     upgrade(engine)
@@ -198,9 +220,9 @@ def measure_sqlite(size: int, workdir: Path, where: str | None = None) -> dict[s
     segment_db = workdir / f"segment-{size}.db"
     if where is not None:
         shutil.copy(seeded, segment_db)
-    baseline = _run_child("baseline", f"sqlite:///{baseline_db}", str(size))
-    plan = _run_child("plan", f"sqlite:///{seeded}")
-    results = {"baseline": baseline, "plan": plan}
+    results = {"plan": _run_child("plan", f"sqlite:///{seeded}")}
+    if with_baseline:
+        results["baseline"] = _run_child("baseline", f"sqlite:///{baseline_db}", str(size))
     if where is not None:
         results["segment"] = _run_child("plan", f"sqlite:///{segment_db}", "bench-where")
     for path in workdir.glob(f"*-{size}.db*"):
@@ -208,7 +230,9 @@ def measure_sqlite(size: int, workdir: Path, where: str | None = None) -> dict[s
     return results
 
 
-def measure_postgres(size: int, admin_url: str, where: str | None = None) -> dict[str, dict[str, Any]]:
+def measure_postgres(
+    size: int, admin_url: str, where: str | None = None, *, with_baseline: bool = True
+) -> dict[str, dict[str, Any]]:
     admin = make_url(admin_url).set(drivername="postgresql+psycopg")
     admin_text = admin.render_as_string(hide_password=False)
     seed_name, base_name = f"wacamp_bench_{uuid.uuid4().hex[:8]}", f"wacamp_bench_{uuid.uuid4().hex[:8]}"
@@ -226,10 +250,10 @@ def measure_postgres(size: int, admin_url: str, where: str | None = None) -> dic
         _copy_postgres(admin_text, seed_name, base_name)
         if where is not None:
             _copy_postgres(admin_text, seed_name, segment_name)
-        baseline = _run_child(
-            "baseline", admin.set(database=base_name).render_as_string(hide_password=False), str(size)
-        )
-        results = {"baseline": baseline, "plan": _run_child("plan", seed_url)}
+        results = {"plan": _run_child("plan", seed_url)}
+        if with_baseline:
+            base_url = admin.set(database=base_name).render_as_string(hide_password=False)
+            results["baseline"] = _run_child("baseline", base_url, str(size))
         if where is not None:
             segment_url = admin.set(database=segment_name).render_as_string(hide_password=False)
             results["segment"] = _run_child("plan", segment_url, "bench-where")
@@ -251,20 +275,22 @@ def _table(results: list[tuple[str, int, dict[str, dict[str, Any]]]]) -> Table:
         "plan peak RSS MB",
         "segment s (CPU s)",
         "segment / plan",
+        "load start→end",
     ):
         table.add_column(column, justify="right")
     for database, size, result in results:
-        base, plan = result["baseline"], result["plan"]
+        base, plan = result.get("baseline"), result["plan"]
         table.add_row(
             database,
             f"{size:,}",
-            f"{base['seconds']:.1f} ({base['cpu_s']:.1f})",
+            f"{base['seconds']:.1f} ({base['cpu_s']:.1f})" if base else "-",
             f"{plan['seconds']:.1f} ({plan['cpu_s']:.1f})",
             f"{plan['rows'] / plan['seconds']:,.0f}",
-            f"{plan['seconds'] / base['seconds']:.2f}x",
-            f"{base['peak_rss_mb']:.0f}",
+            f"{plan['seconds'] / base['seconds']:.2f}x" if base else "-",
+            f"{base['peak_rss_mb']:.0f}" if base else "-",
             f"{plan['peak_rss_mb']:.0f}",
             *_segment_cells(result),
+            "{:.1f}→{:.1f}".format(*result["load"]),
         )
     return table
 
@@ -288,6 +314,9 @@ def main() -> None:
     parser.add_argument("--postgres", default="", help="Admin URL of a PostgreSQL server to run on as well.")
     parser.add_argument("--no-sqlite", action="store_true", help="Only PostgreSQL.")
     parser.add_argument(
+        "--no-baseline", action="store_true", help="Only plan (10M: time and peak RSS, half the run)."
+    )
+    parser.add_argument(
         "--where",
         nargs="?",
         const='city = "Roma"',
@@ -297,10 +326,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         kind, url, *rest = args.child
-        result = child_plan(url, *rest) if kind == "plan" else child_baseline(url, int(rest[0]))
-        print(json.dumps(result))
+        measured = child_plan(url, *rest) if kind == "plan" else child_baseline(url, int(rest[0]))
+        print(json.dumps(measured))
         return
-    console = Console(width=150)
+    console = Console(width=170)
     sizes = [int(s) for s in args.sizes.split(",")]
     results = []
     runs = [("SQLite", None)] * (not args.no_sqlite) + [("PostgreSQL", args.postgres)] * bool(args.postgres)
@@ -309,15 +338,17 @@ def main() -> None:
         for size in sizes:
             for database, admin_url in runs:
                 console.print(f"[dim]{database}, {size:,} recipients …[/]", highlight=False)
+                load_start = os.getloadavg()[0]
                 try:
-                    result = (
-                        measure_postgres(size, admin_url, args.where)
+                    result: dict[str, Any] = (
+                        measure_postgres(size, admin_url, args.where, with_baseline=not args.no_baseline)
                         if admin_url
-                        else measure_sqlite(size, Path(tmp), args.where)
+                        else measure_sqlite(size, Path(tmp), args.where, with_baseline=not args.no_baseline)
                     )
                 except Exception as exc:  # a shared server may go away: report it, keep the other rows
                     console.print(f"[red]{database}, {size:,}: failed: {type(exc).__name__}: {exc}"[:300])
                     continue
+                result["load"] = (load_start, os.getloadavg()[0])
                 console.print(json.dumps({"database": database, "size": size, **result}), highlight=False)
                 results.append((database, size, result))
     console.print(_table(results))
