@@ -77,14 +77,21 @@ class LedgerCollector(Collector):
             "Ledger rows of active campaigns by state",
             labels=["campaign", "sender", "state"],
         )
-        query = (
-            sa.select(CAMPAIGN.c.name, CAMPAIGN.c.sender_name, MESSAGE.c.state, sa.func.count())
-            .join(CAMPAIGN, CAMPAIGN.c.id == MESSAGE.c.campaign_id)
-            .where(CAMPAIGN.c.state.in_([s.value for s in ACTIVE_STATES]))
-            .group_by(CAMPAIGN.c.name, CAMPAIGN.c.sender_name, MESSAGE.c.state)
+        active = sa.select(CAMPAIGN.c.id, CAMPAIGN.c.name, CAMPAIGN.c.sender_name).where(
+            CAMPAIGN.c.state.in_([s.value for s in ACTIVE_STATES])
         )
-        for name, sender, state, count in conn.execute(query):
-            family.add_metric([name, sender, state], count)
+        labels = {row.id: (row.name, row.sender_name) for row in conn.execute(active)}
+        if not labels:
+            return family
+        # Counted in (campaign_id, state) order straight off the covering ix_message_claim index: no
+        # temporary B-tree as grouping by the joined names needs (7 x faster at 1M rows; issue #17).
+        query = (
+            sa.select(MESSAGE.c.campaign_id, MESSAGE.c.state, sa.func.count())
+            .where(MESSAGE.c.campaign_id.in_(list(labels)))
+            .group_by(MESSAGE.c.campaign_id, MESSAGE.c.state)
+        )
+        for campaign_id, state, count in conn.execute(query):
+            family.add_metric([*labels[campaign_id], state], count)
         return family
 
     def _throttles(self, conn: Connection) -> Metric:
