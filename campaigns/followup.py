@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -130,6 +130,7 @@ def create_retry_campaign(
         header_media_url=source.header_media_url,
         button_payloads=dict(source.button_payloads),
         sender_name=source.sender_name,
+        via=_via(source.via),  # the parent's path, if it had one of its own
     )
     try:
         follow_up = create_campaign(engine, settings=settings, definition=definition, now=at)
@@ -146,6 +147,7 @@ def create_retry_campaign(
                 window_start=source.window_start,
                 window_end=source.window_end,
                 recipient_local_time=source.recipient_local_time,
+                product_policy=source.product_policy,
             )
         )
     outcome: PlanOutcome = plan_campaign(engine, settings=settings, campaign=int(follow_up.id or 0), now=at)
@@ -159,3 +161,10 @@ def create_retry_campaign(
         deferred=outcome.deferred,
         skipped=dict(outcome.skipped),
     )
+
+
+def _via(via: str | None) -> Literal["cloud", "marketing"] | None:
+    """A parent's send path as `campaigns create --via` takes it (None: the sender's API decides)."""
+    if via == "marketing":
+        return "marketing"
+    return "cloud" if via == "cloud" else None

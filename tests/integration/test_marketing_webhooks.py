@@ -15,10 +15,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 from campaigns.core.settings import Settings, load_settings
+from campaigns.followup import create_retry_campaign
 from scheduler.webhooks.inbox import InboxItem, insert_bodies
 from scheduler.webhooks.processor import process_pending
+from tests.integration.test_followup import rows_of
 from tests.ledger_factory import phone_number, row, seed_campaign, status_body
 
 START = datetime(2026, 9, 21, 10, 0, tzinfo=UTC)
@@ -114,3 +117,23 @@ def test_held_comes_after_accepted_and_before_sent_and_a_paused_template_fails_i
     assert row(engine, late).state == "delivered"
     failed = row(engine, paused)
     assert (failed.state, failed.error_code, failed.dedup_hash) == ("failed", 132015, None)
+
+
+def test_a_follow_up_of_a_marketing_campaign_keeps_its_path_and_product_policy(
+    engine: Engine, settings: Settings
+) -> None:
+    seeded = seed_campaign(engine, name="mm", count=2, start=START)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(CAMPAIGN)
+            .where(CAMPAIGN.c.id == seeded.campaign_id)
+            .values(via="marketing", product_policy="STRICT")
+        )
+    (mid, _, wamid) = seeded.messages[0]
+    drive(engine, settings, status_body(wamid=wamid, message_id=mid, status="failed", error_code=131000))
+    outcome = create_retry_campaign(engine, settings=settings, parent="mm", now=START + timedelta(hours=1))
+    with engine.connect() as conn:
+        retry = conn.execute(sa.select(CAMPAIGN).where(CAMPAIGN.c.id == outcome.campaign_id)).one()
+    assert (retry.via, retry.product_policy) == ("marketing", "STRICT")
+    (planned,) = rows_of(engine, outcome.campaign_id)
+    assert planned.via == "marketing" and json.loads(planned.body)["product_policy"] == "STRICT"
