@@ -315,8 +315,13 @@ class ResultWriter:
             return
         while True:
             await asyncio.sleep(min(self.batch_s, 0.1))
+            before = self._journaled
             if self._in_trouble() and (items := self._unjournaled()):
-                await asyncio.to_thread(journal.append, items)
+                try:
+                    await asyncio.to_thread(journal.append, items)
+                except OSError:  # a full or read-only disk: the results stay held, tried again next time
+                    self._journaled = before
+                    log.exception("could not append %d results to the outcome journal", len(items))
 
     def _unjournaled(self) -> list[Item]:
         """What is held and not journaled yet, counted as journaled from now (call it on the loop)."""
