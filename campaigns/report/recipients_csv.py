@@ -36,6 +36,7 @@ HEADER = [
     "opted_out",
     "rollout_stage",
     "variant",
+    "via",
 ]
 FETCH_ROWS = 5000
 
@@ -93,6 +94,7 @@ def recipient_rows(engine: Engine, campaign_id: int) -> Iterator[list[Any]]:
             optout.c.opted,
             MESSAGE.c.stage,
             MESSAGE.c.variant,
+            MESSAGE.c.via,
         )
         .select_from(
             MESSAGE.outerjoin(latest, latest.c.message_id == MESSAGE.c.id)
@@ -115,7 +117,7 @@ def _text(value: str | None) -> str:
 def _csv_row(row: Any) -> list[Any]:
     """One recipient's cells: text that came from outside (platform, users, CSV imports) neutralised."""
     (phone, state, skip, wamid, code, title, accepted, sent, delivered, read, failed, category, billable,
-     reply, payload, opted, stage, variant) = row  # fmt: skip
+     reply, payload, opted, stage, variant, via) = row  # fmt: skip
     return [
         _text(phone),
         state,
@@ -135,6 +137,7 @@ def _csv_row(row: Any) -> list[Any]:
         "yes" if opted else "",
         "" if stage is None else stage + 1,
         variant or "",
+        via or "",
     ]
 
 

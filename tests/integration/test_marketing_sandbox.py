@@ -8,6 +8,8 @@ the ledger's counts by path equal the sandbox's; rows without callback data are 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 from collections import Counter
 from typing import Any
@@ -22,6 +24,7 @@ from campaigns.core.settings import Settings
 from campaigns.definitions import CampaignDefinition, create_campaign
 from campaigns.planning.planner import plan_campaign
 from campaigns.report.facts import campaign_facts
+from campaigns.report.recipients_csv import write_recipients_csv
 from sandbox.config import SandboxConfig, TemplatePacing
 from sandbox.samples import sample_templates
 from sandbox.server import running_sandbox
@@ -109,6 +112,9 @@ async def test_a_marketing_campaign_goes_through_the_marketing_api_and_is_settle
     facts = campaign_facts(engine, settings=settings, campaign=cid)
     assert facts["paths"] == {"marketing": facts["counts"]["accepted"]}
     assert facts["campaign"]["via"] == "marketing"
+    out = io.StringIO()
+    write_recipients_csv(engine, cid, out)
+    assert {line["via"] for line in csv.DictReader(io.StringIO(out.getvalue()))} == {"marketing"}
 
 
 async def test_terms_not_accepted_with_strict_pause_the_campaign_and_say_what_to_do(engine: Engine) -> None:
