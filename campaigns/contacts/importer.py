@@ -3,6 +3,8 @@
 An import is one database transaction: it all lands, or (on an unreadable file, a crash, Ctrl-C,
 or ``--dry-run``) nothing does. Inside it the file is streamed in batches of `batch_rows` records,
 each written with a few SQLAlchemy Core statements, so memory stays flat however long the file is.
+On a big file the phone numbers are parsed by a process per core (`campaigns.contacts.parsing`);
+everything else, and every write, stays in this process and this transaction.
 
 How each data row of a file is counted (every row lands in exactly one of the first three):
 

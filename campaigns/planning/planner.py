@@ -6,13 +6,15 @@ and a state: ``planned`` or ``skipped`` with a reason (`SkipReason`).
 
 "Never the same content twice" is the database's job: planned rows carry ``dedup_hash = content_hash``
 and the unique constraint (contact_id, dedup_hash) refuses a second one. Rows are inserted with
-``ON CONFLICT DO NOTHING``, then the same transaction reads back which of its own ids were written; the
-rows that were not conflicted and are written as ``skipped: duplicate_content`` instead. There is no
-check-then-insert window for a race: the constraint decides, the read-back only learns the outcome.
+``ON CONFLICT DO NOTHING`` (`campaigns.core.bulk`: ``COPY`` then ``INSERT … SELECT … RETURNING id`` on
+PostgreSQL; on SQLite the same transaction reads back which of its own ids were written); the rows
+that were refused are written as ``skipped: duplicate_content`` instead. There is no check-then-insert
+window for a race: the constraint decides, the ids returned or read back only learn the outcome.
 
-Planning streams the list in keyset chunks (flat memory at a million recipients), never holds a
-transaction across chunks, and only looks at members without a row in this campaign yet: planning
-twice changes nothing, and contacts added to the list later are planned by planning again.
+Planning streams the list in keyset chunks (flat memory at ten million recipients: one chunk is
+written while the next is rendered, `_ChunkWriter`), never holds a transaction across chunks, and
+only looks at members without a row in this campaign yet: planning twice changes nothing, and
+contacts added to the list later are planned by planning again.
 """
 
 from __future__ import annotations
