@@ -1,6 +1,7 @@
 """`wacamp campaigns run` killed with SIGKILL at random moments, then restarted, against a sandbox in
 another process: the sandbox never sees a recipient twice, the ledger accounts for every row, and
-each kill leaves at most (requests in flight + one claim batch) rows `unknown`.
+each kill leaves at most (requests in flight + one claim batch) rows `unknown` (in fact far fewer:
+rows are marked `sending` only just before their requests, tests/reliability/test_unknown_per_kill.py).
 
 Also the clean paths through the CLI: Ctrl-C (SIGINT) leaves the campaign resumable with exit 75,
 `campaigns pause` from another shell stops a run, and `resolve --resend-unknown` is the only way an

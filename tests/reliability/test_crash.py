@@ -33,13 +33,13 @@ def env_for(sandbox: ServedSandbox, sqlite_url: str) -> dict[str, str]:
     return {
         **sandbox_env(sandbox.base_url, WACAMP_RATE_PER_S="100"),
         "WACAMP_DATABASE_URL": sqlite_url,
-        # a killed run's claims block its campaign until their lease expires: keep that short
+        # a killed run holds its campaign (and its claimed rows) until its lease expires: keep that short
         "WACAMP_DISPATCH__LEASE_S": "2",
     }
 
 
 def recipients_for(kills: int) -> list[str]:
-    """Enough for every kill to land mid-send: a kill turns up to 2 s of claimed rows (200) unknown."""
+    """Enough for every kill to land mid-send (a kill leaves its claimed rows to the next run)."""
     return phones(100 + 300 * kills)
 
 

@@ -4,8 +4,12 @@
 to the end. A claim only leases rows (`claimed`); a row is marked `sending` in small group commits
 just ahead of its rate-limiter permit, so a kill leaves at most the requests in flight plus
 R x 0.1 s of marked rows `sending` (they become `unknown`), and the claimed rest goes back to
-`planned` by itself. Measured on the code before the change with the same test: 351 `unknown` for
-three kills at 80 msg/s over 3,000 recipients (about `CLAIM_AHEAD_S` x R per kill).
+`planned` by itself.
+
+Measured with this test on the code before the change (rows marked `sending` at claim time): three
+kills at 80 msg/s over 3,000 recipients left 126, 127 and 128 rows `unknown` (381 in all); at
+1,000 msg/s over 6,000 recipients 102, 201 and 124. After it: at most 7 per kill (18 in all) at
+80 msg/s, at most 73 per kill at 1,000 msg/s.
 """
 
 from __future__ import annotations
