@@ -177,7 +177,7 @@ def create_cmd(
     the reason (`campaigns show`; `campaigns resume --override-guardrail` goes on anyway).
 
     With --via marketing the messages go to the Marketing Messages API (automatic delivery
-    optimisation; the report's "by path" table tells which API took each message); if the business
+    optimisation; the report's "accepted by API" line tells which API took each message); if the business
     has not accepted its terms (131055) they go through the Cloud API when [marketing] product_policy
     is CLOUD_API_FALLBACK (the default), else the campaign pauses and says what to do.
 
