@@ -64,8 +64,8 @@ def test_a_cancelled_campaign_never_moves_again() -> None:
     assert all(not may_move(S.CANCELLED, target) for target in S)
 
 
-def test_nothing_moves_back_to_draft() -> None:
-    assert sources_of(S.DRAFT) == frozenset()
+def test_only_a_resumed_never_planned_campaign_moves_back_to_draft() -> None:
+    assert sources_of(S.DRAFT) == frozenset({S.PAUSED})
 
 
 @pytest.mark.parametrize("target", list(S))
