@@ -27,11 +27,13 @@ class PairSpacer:
 
     def wait_s(self, phone: str, now_s: float) -> float:
         """Seconds before `phone` may get another request (0 when it may now)."""
-        self._forget_before(now_s - self.spacing_s)
+        self._forget_spaced(now_s)
         last = self._last_s.get(phone)
         if last is None:
             return 0.0
-        return max(0.0, last + self.spacing_s - now_s)
+        # Elapsed time computed one way everywhere (now - last), so float rounding never lets a send
+        # through that `now - last < spacing` would call too early.
+        return max(0.0, self.spacing_s - (now_s - last))
 
     def mark(self, phone: str, now_s: float) -> None:
         """A request to `phone` starts now."""
@@ -52,8 +54,8 @@ class PairSpacer:
         """No request to `phone` before `until_s` (its spacing counts from `until_s - spacing`)."""
         self.mark(phone, until_s - self.spacing_s)
 
-    def _forget_before(self, cutoff_s: float) -> None:
-        while self._order and self._order[0][0] < cutoff_s:
+    def _forget_spaced(self, now_s: float) -> None:
+        while self._order and now_s - self._order[0][0] >= self.spacing_s:
             sent_s, phone = self._order.popleft()
             if self._last_s.get(phone) == sent_s:
                 del self._last_s[phone]
