@@ -184,5 +184,5 @@ def test_a_run_s_end_leaves_a_campaign_paused_or_cancelled_meanwhile_as_it_is(
 def test_a_run_cannot_start_on_a_campaign_paused_after_it_was_read(engine: Engine) -> None:
     campaign_id = seed_campaign(engine, name="spring", state="paused")
     with write_transaction(engine) as conn, pytest.raises(IllegalTransition, match="cannot become running"):
-        start_run(conn, campaign_id=campaign_id, owner="host:1", now=NOW)
+        start_run(conn, campaign_id=campaign_id, owner="host:1", lease_s=60, now=NOW)
     assert state_of(engine, campaign_id) == "paused"
