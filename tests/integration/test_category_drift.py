@@ -20,6 +20,7 @@ from campaigns.planning.summary import plan_summary
 from campaigns.report.facts import campaign_facts
 from campaigns.templates.drift import category_drift
 from sandbox.samples import sample_templates
+from scheduler.runs.due import _drift_warnings
 from scheduler.webhooks.processor import process_pending
 from tests.campaign_seed import Person, seed_list, seed_templates
 from tests.ledger_factory import envelope, row, seed_campaign, status_body
@@ -161,3 +162,18 @@ def test_pricing_type_is_stored_and_free_messages_are_not_charged(engine: Engine
     assert line["unit_price"] == card.price(category="marketing_lite", country_code=39) == 0.0572
     with engine.connect() as conn:
         assert conn.scalar(sa.select(sa.func.count()).select_from(MESSAGE_TABLE)) == 3
+
+
+def test_campaigns_show_and_run_dues_summary_carry_the_drift_warning(
+    sqlite_engine: Engine, sqlite_url: str, run_wacamp: Any
+) -> None:
+    settings = _settings()
+    campaign_id = _order_campaign(sqlite_engine, settings, "orders")
+    update = _category_update("order_shipped", previous_category="UTILITY", new_category="MARKETING")
+    _deliver(sqlite_engine, settings, update)
+    shown = run_wacamp("campaigns", "show", "orders", "--json", env={"WACAMP_DATABASE_URL": sqlite_url})
+    assert shown.returncode == 0, shown.stderr
+    warning = json.loads(shown.stdout)["category_drift"]
+    assert warning.startswith("template order_shipped (it) is now MARKETING, it was UTILITY")
+    with sqlite_engine.connect() as conn:
+        assert _drift_warnings(conn, {campaign_id}) == [f"orders: {warning}"]
