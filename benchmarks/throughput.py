@@ -112,8 +112,8 @@ def engine_settings(base_url: str, database_url: str) -> Settings:
     return settings
 
 
-async def bare_loop(base_url: str, *, requests: int, first: int) -> float:
-    """msg/s of 64 tasks sharing one session, each POSTing ready bodies as fast as answers come."""
+async def bare_loop(base_url: str, *, requests: int, first: int) -> tuple[float, float]:
+    """(msg/s, CPU µs per message) of 64 tasks sharing one session, POSTing ready bodies as answers come."""
     url = f"{base_url}/v23.0/{PHONE_NUMBER_ID}/messages"
     headers = {"Authorization": "Bearer sandbox-token", "Content-Type": "application/json"}
     bodies = [
@@ -130,25 +130,26 @@ async def bare_loop(base_url: str, *, requests: int, first: int) -> float:
                     await answer.read()
                     assert answer.status == 200, await answer.text()
 
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        return requests / (time.perf_counter() - started)
+        cpu_us = (time.process_time() - cpu_started) / requests * 1e6
+        return requests / (time.perf_counter() - started), cpu_us
 
 
-async def engine_run(settings: Settings, campaign_id: int) -> tuple[float, int]:
-    """(msg/s, accepted) of one dispatcher run over a seeded campaign."""
+async def engine_run(settings: Settings, campaign_id: int) -> tuple[float, int, float]:
+    """(msg/s, accepted, CPU µs per message: every thread of the process) of one dispatcher run."""
     engine = make_engine(settings.database.url)
     provider = make_provider(settings, settings.sender(None))
     try:
         with engine.connect() as conn:
             ref = control.reload(conn, campaign_id)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         report = await Dispatcher(engine=engine, settings=settings, campaign=ref, provider=provider).run()
-        elapsed = time.perf_counter() - started
+        elapsed, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     finally:
         await provider.close()
         engine.dispose()
-    return report.accepted / elapsed, report.accepted
+    return report.accepted / elapsed, report.accepted, cpu_s / max(1, report.accepted) * 1e6
 
 
 def seed(database_url: str, *, recipients: int, name: str, first_contact: int) -> int:
@@ -180,16 +181,17 @@ def child_main(args: list[str]) -> None:
         print(json.dumps({"campaign_id": campaign_id}))
         return
     settings = engine_settings(args[2], args[1])
-    rate, accepted = asyncio.run(engine_run(settings, int(args[3])))
+    rate, accepted, cpu_us = asyncio.run(engine_run(settings, int(args[3])))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rate_per_s": rate, "accepted": accepted, "peak_rss_mb": peak_mb}))
+    print(json.dumps({"rate_per_s": rate, "accepted": accepted, "peak_rss_mb": peak_mb, "cpu_us": cpu_us}))
 
 
 @dataclass(frozen=True)
 class Row:
-    """One measured figure: msg/s (median of its rounds), peak RSS, and the load average around it."""
+    """One measured figure: msg/s and CPU µs per message (medians of its rounds), peak RSS, load average."""
 
     rate_per_s: float
+    cpu_us: float
     load_start: float
     load_end: float
     peak_rss_mb: float = 0.0
@@ -240,8 +242,8 @@ def measure_throughput(
     workdir: Path, *, recipients: int, repeats: int, postgres_url: str = ""
 ) -> tuple[Row, Row]:
     """(bare loop, engine): `repeats` rounds, each against a fresh sandbox; medians."""
-    bare: list[float] = []
-    ours: list[float] = []
+    bare: list[tuple[float, float]] = []
+    ours: list[tuple[float, float]] = []
     load_start = load_1min()
     for round_ in range(repeats):
         with round_database(workdir, round_, postgres_url) as url, sandbox() as base_url:
@@ -253,13 +255,18 @@ def measure_throughput(
             )
             result = child(["send", url, base_url, str(campaign_id)])
         assert result["accepted"] == recipients, result
-        ours.append(result["rate_per_s"])
-        console.print(f"round {round_ + 1}: bare {bare[-1]:,.0f}/s, engine {ours[-1]:,.0f}/s")
+        ours.append((result["rate_per_s"], result["cpu_us"]))
+        console.print(
+            f"round {round_ + 1}: bare {bare[-1][0]:,.0f}/s {bare[-1][1]:.0f} µs CPU/msg, "
+            f"engine {ours[-1][0]:,.0f}/s {ours[-1][1]:.0f} µs CPU/msg"
+        )
     load_end = load_1min()
-    return (
-        Row(statistics.median(bare), load_start, load_end),
-        Row(statistics.median(ours), load_start, load_end),
-    )
+    return _median_row(bare, load_start, load_end), _median_row(ours, load_start, load_end)
+
+
+def _median_row(rounds: list[tuple[float, float]], load_start: float, load_end: float) -> Row:
+    rate = statistics.median(rate for rate, _ in rounds)
+    return Row(rate, statistics.median(cpu for _, cpu in rounds), load_start, load_end)
 
 
 def seeded_copy(db_dir: Path, size: int) -> tuple[str, int]:
@@ -286,9 +293,11 @@ def measure_sizes(db_dir: Path, sizes: list[int]) -> list[tuple[int, Row]]:
         with sandbox() as base_url:
             data = child(["send", url, base_url, str(campaign_id)])
         assert data["accepted"] == size, data
-        results.append((size, Row(data["rate_per_s"], load_start, load_1min(), data["peak_rss_mb"])))
+        row = Row(data["rate_per_s"], data["cpu_us"], load_start, load_1min(), data["peak_rss_mb"])
+        results.append((size, row))
         console.print(
-            f"{size:,} recipients: {data['rate_per_s']:,.0f}/s, peak RSS {data['peak_rss_mb']:.0f} MB"
+            f"{size:,} recipients: {data['rate_per_s']:,.0f}/s, {data['cpu_us']:.0f} µs CPU/msg, "
+            f"peak RSS {data['peak_rss_mb']:.0f} MB"
         )
     return results
 
@@ -332,8 +341,31 @@ def main(recipients: int, repeats: int, rss_sizes: str, db_dir: Path | None, pos
     print_tables(recipients=recipients, bare=bare, ours=ours, postgres=postgres, by_size=by_size)
 
 
+#: msg/s is what a quiet machine gives; CPU per message is the steadier figure on a busy one.
+THROUGHPUT_COLUMNS = (
+    "client",
+    "msg/s (median)",
+    "vs bare loop",
+    "CPU µs/msg (median)",
+    "bare loop's CPU / this",
+    "load avg (1 min)",
+)
+
+
 def _load(row: Row) -> str:
     return f"{row.load_start:.1f} → {row.load_end:.1f}"
+
+
+def _cells(client: str, row: Row, bare: Row) -> tuple[str, ...]:
+    """One throughput row: rate and CPU per message, each against the bare loop of the same rounds."""
+    return (
+        client,
+        f"{row.rate_per_s:,.0f}",
+        f"{row.rate_per_s / bare.rate_per_s:.2f}",
+        f"{row.cpu_us:.0f}",
+        f"{bare.cpu_us / row.cpu_us:.2f}",
+        _load(row),
+    )
 
 
 def print_tables(
@@ -348,39 +380,28 @@ def print_tables(
     table = Table(
         title=f"Dispatch throughput, {recipients:,} recipients, limits off, sandbox in another process"
     )
-    for column in ("client", "msg/s (median)", "vs bare loop (same rounds)", "load avg (1 min)"):
+    for column in THROUGHPUT_COLUMNS:
         table.add_column(column, justify="left" if column == "client" else "right")
-    table.add_row(
-        "bare aiohttp loop (64 concurrent, no database)", f"{bare.rate_per_s:,.0f}", "1.00", _load(bare)
-    )
-    table.add_row(
-        "wacamp engine, SQLite ledger",
-        f"{ours.rate_per_s:,.0f}",
-        f"{ours.rate_per_s / bare.rate_per_s:.2f}",
-        _load(ours),
-    )
+    table.add_row(*_cells("bare aiohttp loop (64 concurrent, no database)", bare, bare))
+    table.add_row(*_cells("wacamp engine, SQLite ledger", ours, bare))
     if postgres is not None:
         pg_bare, pg_ours = postgres
-        table.add_row(
-            "bare aiohttp loop (PostgreSQL rounds)", f"{pg_bare.rate_per_s:,.0f}", "1.00", _load(pg_bare)
-        )
-        table.add_row(
-            "wacamp engine, PostgreSQL ledger",
-            f"{pg_ours.rate_per_s:,.0f}",
-            f"{pg_ours.rate_per_s / pg_bare.rate_per_s:.2f}",
-            _load(pg_ours),
-        )
+        table.add_row(*_cells("bare aiohttp loop (PostgreSQL rounds)", pg_bare, pg_bare))
+        table.add_row(*_cells("wacamp engine, PostgreSQL ledger", pg_ours, pg_bare))
     out.print(table)
     if by_size:
         sized = Table(title="Whole campaigns by size (SQLite): the per-message cost must not grow")
-        for column in ("recipients", "msg/s", "vs smallest", "peak RSS (MB)", "load avg (1 min)"):
+        for column in ("recipients", "msg/s", "vs smallest", "CPU µs/msg", "vs smallest ", "peak RSS (MB)"):
             sized.add_column(column, justify="right")
-        smallest = by_size[0][1].rate_per_s
+        sized.add_column("load avg (1 min)", justify="right")
+        smallest = by_size[0][1]
         for size, row in by_size:
             sized.add_row(
                 f"{size:,}",
                 f"{row.rate_per_s:,.0f}",
-                f"{row.rate_per_s / smallest:.2f}",
+                f"{row.rate_per_s / smallest.rate_per_s:.2f}",
+                f"{row.cpu_us:.0f}",
+                f"{row.cpu_us / smallest.cpu_us:.2f}",
                 f"{row.peak_rss_mb:.0f}",
                 _load(row),
             )
