@@ -51,7 +51,8 @@ from campaigns.core.models import CONTACT_LIST_TABLE as LIST
 from campaigns.core.models import CONTACT_TABLE as CONTACT
 from campaigns.core.models import LIST_MEMBER_TABLE as MEMBER
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
-from campaigns.core.settings import Settings, load_settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_loading import load_settings
 from campaigns.definitions import CampaignDefinition, create_campaign
 from campaigns.planning.planner import DEFAULT_CHUNK, plan_campaign
 from campaigns.templates.catalog import parse_templates, store_templates

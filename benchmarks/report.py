@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from campaigns.core.db import make_engine, upgrade
 from campaigns.core.models import Campaign, Contact, ContactList, Message
-from campaigns.core.settings import load_settings
+from campaigns.core.settings_loading import load_settings
 from campaigns.report.facts import campaign_facts
 from campaigns.report.html_page import render_html
 from campaigns.report.recipients_csv import write_recipients_csv

@@ -57,7 +57,8 @@ sys.path.insert(0, str(REPO))
 
 from campaigns import control  # noqa: E402
 from campaigns.core.db import make_engine, upgrade  # noqa: E402
-from campaigns.core.settings import Settings, load_settings  # noqa: E402
+from campaigns.core.settings import Settings  # noqa: E402
+from campaigns.core.settings_loading import load_settings  # noqa: E402
 from scheduler.providers.factory import make_provider  # noqa: E402
 from scheduler.sending.dispatch import Dispatcher  # noqa: E402
 from tests.dispatch_support import body_for, seed_campaign  # noqa: E402

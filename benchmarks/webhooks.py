@@ -48,7 +48,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from campaigns.core.db import make_engine, upgrade
-from campaigns.core.settings import load_settings
+from campaigns.core.settings_loading import load_settings
 from scheduler.webhooks.inbox import InboxItem
 from scheduler.webhooks.processor import pending_count, process_pending
 from scheduler.webhooks.server import WebhookServer, make_app

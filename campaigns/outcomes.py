@@ -42,7 +42,7 @@ from datetime import datetime, timedelta
 import tenacity
 
 from campaigns.core import exceptions as exc
-from campaigns.core.settings import LimitsSettings
+from campaigns.core.settings_sections import LimitsSettings
 
 #: Throttled rows without a Retry-After go back to the queue for this long (the sender slows down anyway).
 THROTTLE_REQUEUE_S = 1.0

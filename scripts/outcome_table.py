@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from campaigns.core.settings import load_settings
+from campaigns.core.settings_loading import load_settings
 from campaigns.report.error_catalog import TABLE_BEGIN, TABLE_END, outcome_table
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "running.md"

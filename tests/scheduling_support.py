@@ -11,7 +11,8 @@ from sqlalchemy.engine import Engine
 
 from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
-from campaigns.core.settings import Settings, load_settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_loading import load_settings
 from campaigns.definitions import CampaignDefinition, create_campaign
 from campaigns.planning.planner import plan_campaign
 from sandbox.samples import sample_templates

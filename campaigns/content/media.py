@@ -37,7 +37,8 @@ from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
 from campaigns.core.models import MEDIA_UPLOAD_TABLE as UPLOAD
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 from campaigns.core.models import Campaign, MessageState
-from campaigns.core.settings import MediaSettings, Settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_sections import MediaSettings
 
 _CHUNK_BYTES = 1 << 20
 

@@ -19,7 +19,7 @@ from typing import Final, Literal
 
 from campaigns.content.payloads import ApiKind, MarketingOptions
 from campaigns.core.exceptions import UserError
-from campaigns.core.settings import MarketingSettings, SenderSettings
+from campaigns.core.settings_sections import MarketingSettings, SenderSettings
 
 CLOUD: Final = "cloud"
 MARKETING: Final = "marketing"

@@ -12,7 +12,7 @@ Cloud API (``POST /{version}/{phone_number_id}/messages``)::
 On-Premises API (``POST /v1/messages``): the same without ``messaging_product``, with the language
 ``policy: "deterministic"`` it requires and the template ``namespace`` when one is configured.
 
-The documented limits (`campaigns.core.settings.TextLimits`: text parameters, captions, button payloads,
+The documented limits (`settings_sections.TextLimits`: text parameters, captions, button payloads,
 URL suffixes, ``biz_opaque_callback_data``) are enforced here: `ParameterTooLong` names the parameter.
 """
 
@@ -27,7 +27,7 @@ from typing import Any, Literal
 import orjson
 
 from campaigns.core.exceptions import UserError
-from campaigns.core.settings import TextLimits
+from campaigns.core.settings_sections import TextLimits
 
 ApiKind = Literal["cloud", "onprem"]
 CALLBACK_PREFIX = "wacamp:"

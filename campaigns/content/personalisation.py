@@ -19,7 +19,7 @@ from typing import Any
 
 from campaigns.content import payloads
 from campaigns.content.payloads import ApiKind, ParameterTooLong, PayloadError
-from campaigns.core.settings import TextLimits
+from campaigns.core.settings_sections import TextLimits
 from campaigns.templates.catalog import Placeholder, TemplateShape
 
 COMPONENTS = ("header", "body", "button")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from campaigns import outcomes
-from campaigns.core.settings import LimitsSettings
+from campaigns.core.settings_sections import LimitsSettings
 
 
 @dataclass(frozen=True)

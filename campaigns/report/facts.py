@@ -30,7 +30,8 @@ from campaigns.core.models import (
     Campaign,
     MessageState,
 )
-from campaigns.core.settings import LimitsSettings, Settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_sections import LimitsSettings
 from campaigns.definitions import list_name
 from campaigns.planning.pricing import (
     CHARGED_PRICING_TYPE,

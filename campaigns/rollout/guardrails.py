@@ -32,7 +32,7 @@ from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 from campaigns.core.models import SENDER_TABLE as SENDER
 from campaigns.core.models import TEMPLATE_TABLE as TEMPLATE
 from campaigns.core.models import Campaign, MessageState
-from campaigns.core.settings import LimitsSettings, RolloutSettings
+from campaigns.core.settings_sections import LimitsSettings, RolloutSettings
 from campaigns.rollout.stages import Rollout
 
 m = MESSAGE.c

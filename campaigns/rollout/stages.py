@@ -23,7 +23,7 @@ from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
 from campaigns.core.models import CONTACT_LIST_TABLE as LIST
 from campaigns.core.models import LIST_MEMBER_TABLE as MEMBER
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
-from campaigns.core.settings import RolloutSettings
+from campaigns.core.settings_sections import RolloutSettings
 
 #: The guardrails a campaign may override (`--guardrail NAME=VALUE`), all settings of [rollout].
 GUARDRAIL_NAMES = (

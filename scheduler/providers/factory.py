@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from campaigns.core.settings import SenderSettings, Settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_sections import SenderSettings
 from scheduler.providers.base import Provider
 from scheduler.providers.cloud import CloudProvider
 from scheduler.providers.http import EXPECTED_LATENCY_S, HttpTransport, pool_limit

@@ -20,7 +20,8 @@ from sqlalchemy.engine import Engine
 
 from campaigns import control
 from campaigns.core.dbtypes import utcnow
-from campaigns.core.settings import SenderSettings, Settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_sections import SenderSettings
 from scheduler.providers.base import Provider
 from scheduler.runs.due import PassOutcome
 from scheduler.sending.budget import TierChoice

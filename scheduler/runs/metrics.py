@@ -31,7 +31,8 @@ from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 from campaigns.core.models import THROTTLE_EVENT_TABLE as THROTTLE
 from campaigns.core.models import WEBHOOK_INBOX_TABLE as INBOX
 from campaigns.core.models import CampaignState
-from campaigns.core.settings import TIER_UNLIMITED, SenderSettings, Settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_sections import TIER_UNLIMITED, SenderSettings
 from scheduler.runs.dispatch_runner import DispatcherRunner
 from scheduler.runs.due import DueSummary
 from scheduler.sending.budget import FALLBACK_TIER, TierBudget

@@ -30,7 +30,8 @@ from sqlalchemy.engine import Connection
 from campaigns.core.dbtypes import UTCDateTime, utcnow
 from campaigns.core.models import CONTACT_TABLE as CONTACT
 from campaigns.core.models import TIER_USAGE_TABLE as TIER_USAGE
-from campaigns.core.settings import SenderSettings, Settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_sections import SenderSettings
 from scheduler.providers.base import Provider
 from scheduler.sending import ledger
 from scheduler.sending.leases import lock_portfolio

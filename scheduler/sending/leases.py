@@ -44,7 +44,8 @@ from campaigns.core.dbtypes import utcnow
 from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
 from campaigns.core.models import SENDER_TABLE as SENDER
 from campaigns.core.models import CampaignState
-from campaigns.core.settings import SenderSettings, Settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_sections import SenderSettings
 from scheduler.sending.locks import SEND_LOCK, advisory_key
 
 log = logging.getLogger(__name__)

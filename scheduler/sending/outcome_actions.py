@@ -16,7 +16,7 @@ from typing import Any, assert_never
 
 from campaigns import outcomes
 from campaigns.core.exceptions import PlatformError
-from campaigns.core.settings import LimitsSettings, SenderSettings
+from campaigns.core.settings_sections import LimitsSettings, SenderSettings
 from scheduler.sending.ledger import ClaimedRow, Outcome, OutcomeKind
 from scheduler.sending.pace import Permit, SenderPace
 from scheduler.sending.pairs import PairSpacer

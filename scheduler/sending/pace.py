@@ -17,7 +17,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from campaigns.core.clock import Clock, MonotonicClock
-from campaigns.core.settings import SenderSettings, Settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_sections import SenderSettings
 from scheduler.sending.ratelimit import RateLimiter
 from scheduler.sending.throttle import ThrottleController
 

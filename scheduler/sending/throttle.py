@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from campaigns.core.clock import Clock, MonotonicClock
-from campaigns.core.settings import DispatchSettings
+from campaigns.core.settings_sections import DispatchSettings
 from scheduler.sending.ratelimit import WINDOW_S, RateLimiter
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from campaigns.core.db import make_engine, upgrade
-from campaigns.core.settings import load_settings
+from campaigns.core.settings_loading import load_settings
 from tests.integration.test_report import seed_report_campaign
 
 

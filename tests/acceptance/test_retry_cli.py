@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from campaigns.core.db import make_engine, upgrade
-from campaigns.core.settings import load_settings
+from campaigns.core.settings_loading import load_settings
 from tests.integration.test_followup import failed_parent
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 
 from campaigns.core.db import write_transaction
 from campaigns.core.models import Contact
-from campaigns.core.settings import load_settings
+from campaigns.core.settings_loading import load_settings
 from scheduler.providers.base import PhoneLimits
 from scheduler.sending import ledger
 from scheduler.sending.budget import TierBudget, claim_within_budget, resolve_tier

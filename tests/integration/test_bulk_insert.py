@@ -14,7 +14,8 @@ from campaigns.core.bulk import insert_ignoring_conflicts
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
-from campaigns.core.settings import Settings, load_settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_loading import load_settings
 from campaigns.definitions import CampaignDefinition, create_campaign
 from tests.campaign_seed import PROMO, people, seed_list, seed_templates
 

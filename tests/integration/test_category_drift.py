@@ -12,7 +12,8 @@ from sqlalchemy.engine import Engine
 
 from campaigns.control import find_campaign, pause
 from campaigns.core.models import CAMPAIGN_TABLE, MESSAGE_TABLE, TEMPLATE_TABLE, WEBHOOK_INBOX_TABLE
-from campaigns.core.settings import Settings, load_settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_loading import load_settings
 from campaigns.definitions import CampaignDefinition, create_campaign
 from campaigns.planning.planner import plan_campaign
 from campaigns.planning.pricing import RateCard

@@ -24,7 +24,8 @@ from campaigns.core.exceptions import (
     TransientError,
 )
 from campaigns.core.models import CampaignRun, CampaignState, Contact, ThrottleEvent
-from campaigns.core.settings import Settings, load_settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_loading import load_settings
 from scheduler.providers.base import PhoneLimits, SendResult
 from scheduler.sending.dispatch import Dispatcher
 from scheduler.sending.run_report import StopReason

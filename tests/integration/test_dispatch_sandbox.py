@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from campaigns import control
-from campaigns.core.settings import Settings, load_settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_loading import load_settings
 from sandbox.config import FaultSettings, SandboxConfig
 from sandbox.server import running_sandbox
 from scheduler.providers.factory import make_provider

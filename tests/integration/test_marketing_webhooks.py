@@ -17,7 +17,8 @@ from sqlalchemy.engine import Engine
 
 from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
-from campaigns.core.settings import Settings, load_settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_loading import load_settings
 from campaigns.followup import create_retry_campaign
 from scheduler.webhooks.inbox import InboxItem, insert_bodies
 from scheduler.webhooks.processor import process_pending

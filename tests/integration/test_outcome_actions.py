@@ -28,7 +28,8 @@ from campaigns.core.exceptions import (
 from campaigns.core.models import CONTACT_TABLE as CONTACT
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 from campaigns.core.models import THROTTLE_EVENT_TABLE as THROTTLE
-from campaigns.core.settings import Settings, load_settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_loading import load_settings
 from scheduler.sending import ledger
 from scheduler.sending.ledger import ClaimedRow
 from scheduler.sending.outcome_actions import OutcomeActions

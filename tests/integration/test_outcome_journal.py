@@ -18,7 +18,7 @@ from campaigns.core.db import make_engine, upgrade, write_transaction
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import DatabaseUnavailableError, is_passing_database_trouble
 from campaigns.core.models import THROTTLE_EVENT_TABLE
-from campaigns.core.settings import load_settings
+from campaigns.core.settings_loading import load_settings
 from scheduler.sending import ledger
 from scheduler.sending.journal import Journal, decode, encode, journal_key, read, replay
 from scheduler.sending.ledger import Outcome, OutcomeKind

@@ -18,7 +18,8 @@ from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import NotFoundError, ValidationFailed
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 from campaigns.core.models import Message, MessageState
-from campaigns.core.settings import Settings, load_settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_loading import load_settings
 from campaigns.definitions import CampaignDefinition, cancel_campaign, create_campaign, preview_bodies
 from campaigns.planning.planner import allocate_message_ids, plan_campaign
 from campaigns.planning.summary import plan_summary

@@ -26,7 +26,8 @@ from campaigns.core.exceptions import (
     ThrottledError,
     TransientError,
 )
-from campaigns.core.settings import SenderSettings, load_settings
+from campaigns.core.settings_loading import load_settings
+from campaigns.core.settings_sections import SenderSettings
 from scheduler.providers.base import PhoneLimits, SendResult
 from scheduler.providers.cloud import CloudProvider
 from scheduler.providers.factory import make_provider

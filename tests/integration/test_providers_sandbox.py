@@ -8,7 +8,8 @@ import json
 import pytest
 
 from campaigns.core.exceptions import OutcomeUnknownError, SenderFatalError, ThrottledError
-from campaigns.core.settings import SenderSettings, load_settings
+from campaigns.core.settings_loading import load_settings
+from campaigns.core.settings_sections import SenderSettings
 from sandbox.config import FaultSettings, SandboxConfig
 from sandbox.server import running_sandbox
 from scheduler.providers.base import PhoneLimits

@@ -19,7 +19,8 @@ from sqlalchemy.engine import Engine
 
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
 from campaigns.core.models import ThrottleEvent
-from campaigns.core.settings import Settings, load_settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_loading import load_settings
 from campaigns.report.facts import campaign_facts
 from campaigns.report.html_page import CHART_IDS, render_html
 from campaigns.report.recipients_csv import write_recipients_csv

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from campaigns.core.db import make_engine, write_transaction
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.models import SENDER_TABLE as SENDER
-from campaigns.core.settings import SenderSettings
+from campaigns.core.settings_sections import SenderSettings
 from scheduler.sending.leases import (
     SEND_WINDOW_S,
     SenderLeases,
@@ -205,7 +205,7 @@ async def test_a_worker_above_its_fair_share_hands_over_the_sender_it_took_last(
 async def test_a_worker_fenced_by_a_lost_sender_lease_gives_its_claimed_rows_back(engine: Engine) -> None:
     """Issue #13 item 3: the pass the fence stops leaves no row `claimed` (nor `sending`) behind."""
     from campaigns import control
-    from campaigns.core.settings import load_settings
+    from campaigns.core.settings_loading import load_settings
     from scheduler.sending.dispatch import Dispatcher
     from tests.dispatch_support import ScriptedProvider, states
 

@@ -11,7 +11,8 @@ from sqlalchemy.engine import Engine
 
 from campaigns.core.dbtypes import UTCDateTime, utcnow
 from campaigns.core.models import TierUsage
-from campaigns.core.settings import Settings, load_settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_loading import load_settings
 from sandbox.config import SandboxConfig
 from sandbox.server import running_sandbox
 from scheduler.providers.factory import make_provider

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from campaigns.core.models import Campaign, InboundMessage, Sender, Template, WebhookInbox
-from campaigns.core.settings import Settings, load_settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_loading import load_settings
 from scheduler.webhooks.processor import process_pending
 from scheduler.webhooks.server import WebhookServer
 from scheduler.webhooks.signature import HEADER, sign

@@ -15,7 +15,8 @@ import yaml
 from sqlalchemy.engine import Engine
 
 from campaigns.core.models import InboundMessage, WebhookInbox
-from campaigns.core.settings import Settings, load_settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_loading import load_settings
 from scheduler.webhooks.processor import process_pending
 from scheduler.webhooks.server import WebhookServer
 from scheduler.webhooks.signature import HEADER, sign

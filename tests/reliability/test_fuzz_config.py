@@ -1,4 +1,4 @@
-"""Fuzzed config files and environment values for `campaigns.core.settings.load_settings`.
+"""Fuzzed config files and environment values for `campaigns.core.settings_loading.load_settings`.
 
 Any TOML text (valid or not, right keys with wrong types, unknown keys, binary garbage) and any
 WACAMP_* value either gives settings or raises `ConfigError` with one line that says where the bad
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from campaigns.core.exceptions import ConfigError
-from campaigns.core.settings import load_settings
+from campaigns.core.settings_loading import load_settings
 from tests.conftest import wacamp_executable
 from tests.reliability import fuzzing
 from tests.reliability.record import record

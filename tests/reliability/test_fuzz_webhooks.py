@@ -28,7 +28,8 @@ from sqlalchemy.engine import Engine
 from campaigns.core.db import make_engine, upgrade
 from campaigns.core.models import WEBHOOK_INBOX_TABLE as INBOX
 from campaigns.core.models import MessageState
-from campaigns.core.settings import Settings, load_settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_loading import load_settings
 from scheduler.webhooks.processor import pending_count, process_pending
 from scheduler.webhooks.server import WebhookServer
 from scheduler.webhooks.signature import HEADER, sign

@@ -26,7 +26,7 @@ import campaigns
 import sandbox
 import scheduler
 from campaigns.core.dbtypes import utcnow
-from campaigns.core.settings import load_settings
+from campaigns.core.settings_loading import load_settings
 from sandbox.config import SandboxConfig
 from sandbox.server import running_sandbox
 from scheduler.webhooks.processor import process_pending

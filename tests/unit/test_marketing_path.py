@@ -12,7 +12,8 @@ from campaigns import outcomes
 from campaigns.content import payloads
 from campaigns.content.paths import SendPath, SendPathRefused, choose_via
 from campaigns.core import exceptions as exc
-from campaigns.core.settings import MarketingSettings, SenderSettings, load_settings
+from campaigns.core.settings_loading import load_settings
+from campaigns.core.settings_sections import MarketingSettings, SenderSettings
 from campaigns.outcomes import Cause, FailRow, FallBackToCloud, Requeue, StopCampaign, decide, for_send_error
 from sandbox.config import SandboxConfig
 from sandbox.marketing import MarketingDesk

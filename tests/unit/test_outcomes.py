@@ -10,7 +10,8 @@ import pytest
 
 from campaigns import outcomes
 from campaigns.core import exceptions as exc
-from campaigns.core.settings import LimitsSettings, load_settings
+from campaigns.core.settings_loading import load_settings
+from campaigns.core.settings_sections import LimitsSettings
 from campaigns.outcomes import (
     ActionKind,
     Cause,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from campaigns.core.settings import load_settings
+from campaigns.core.settings_loading import load_settings
 from campaigns.rollout.guardrails import StageFacts, Verdict, judge
 from campaigns.rollout.stages import Rollout, RolloutError, new_rollout, parse_guardrails, parse_stages
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from campaigns.core.exceptions import ConfigError
-from campaigns.core.settings import flat_settings, load_settings
+from campaigns.core.settings_loading import flat_settings, load_settings
 
 
 def test_shipped_defaults_hold_the_documented_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

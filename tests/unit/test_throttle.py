@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from campaigns.core.settings import load_settings
+from campaigns.core.settings_loading import load_settings
 from scheduler.sending.ratelimit import RateLimiter
 from scheduler.sending.throttle import ThrottleController
 from tests.fakeclock import FakeClock

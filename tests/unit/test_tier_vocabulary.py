@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from campaigns.core.exceptions import ConfigError
-from campaigns.core.settings import load_settings
+from campaigns.core.settings_loading import load_settings
 
 
 def test_the_shipped_tiers_are_todays_and_the_old_names_are_still_read() -> None:

@@ -16,7 +16,8 @@ from rich.console import Console
 from sqlalchemy.engine import Engine
 
 from campaigns.core.db import engine_from_settings, require_schema
-from campaigns.core.settings import Provenance, Settings, load_settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_loading import Provenance, load_settings
 from scheduler.sending.journal import replay_journal
 
 F = TypeVar("F", bound=Callable[..., Any])

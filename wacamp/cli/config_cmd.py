@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from campaigns.core.settings import flat_settings
+from campaigns.core.settings_loading import flat_settings
 from wacamp.cli.common import AppContext, json_option, out_console, pass_app, print_json
 
 

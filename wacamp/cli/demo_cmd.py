@@ -24,7 +24,8 @@ from sqlalchemy.engine import Engine
 
 from campaigns import control
 from campaigns.core.db import make_engine, upgrade
-from campaigns.core.settings import Settings, load_settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_loading import load_settings
 from sandbox.config import SandboxConfig
 from sandbox.samples import sample_contacts_text, sample_templates_text
 from sandbox.server import RunningSandbox, running_sandbox

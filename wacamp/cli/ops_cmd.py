@@ -25,7 +25,8 @@ from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import LockedError
 from campaigns.core.exit_codes import ExitCode
 from campaigns.core.logging_setup import configure_logging
-from campaigns.core.settings import SenderSettings, Settings
+from campaigns.core.settings import Settings
+from campaigns.core.settings_sections import SenderSettings
 from campaigns.rollout.review import Reviewer
 from campaigns.schedule import parse_duration_s, parse_until
 from scheduler.providers.base import Provider
