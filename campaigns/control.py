@@ -34,7 +34,7 @@ S = CampaignState
 #:
 #: - draft → planned: the planner wrote the ledger (`planning.planner`)
 #: - draft, planned, running, waiting → paused: a person (`pause`), the platform (template paused or
-#:   disabled: `scheduler.webhooks.processor`), a run stopped by a campaign/sender error (dispatcher)
+#:   disabled: `scheduler.webhooks.account_events`), a run stopped by a campaign/sender error (dispatcher)
 #: - draft, planned, running, waiting, paused → cancelled: a person (`definitions.cancel_campaign`)
 #: - planned, running, waiting, completed → running: a run starts (dispatcher; running again after a
 #:   crashed run; completed again when `campaigns run` is given a finished campaign)
@@ -44,7 +44,7 @@ S = CampaignState
 #:   with nothing in flight (`scheduler.runs.due`)
 #: - paused, waiting → planned: a person resumes it (`resume`); a campaign paused because its template
 #:   was PAUSED resumes by itself when the platform approves the template again
-#:   (`resume_template_paused`, from `scheduler.webhooks.processor`)
+#:   (`resume_template_paused`, from `scheduler.webhooks.account_events`)
 #: - paused → draft: a person resumes a campaign paused before it was planned (it has no ledger rows)
 #: - completed → planned: unknown rows are sent again (`campaigns resolve --resend-unknown`)
 #:

@@ -300,7 +300,7 @@ class MarketingOptions:
 
     Meta's schema (``MarketingMessageRequestPayload``, additionalProperties false) has no
     ``biz_opaque_callback_data``: rows of this path are settled by the wamid of the answer (and, when no
-    answer came, by recipient and time: `scheduler.webhooks.processor`).
+    answer came, by recipient and time: `scheduler.webhooks.status_updates`).
     """
 
     #: CLOUD_API_FALLBACK or STRICT.

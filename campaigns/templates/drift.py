@@ -1,7 +1,7 @@
 """Category drift: the platform recategorised (or announced it will recategorise) a campaign's template.
 
 A campaign records its template's category when it is created. A ``template_category_update``
-webhook (`scheduler.webhooks.processor`) changes the stored template's category, keeping the old one
+webhook (`scheduler.webhooks.account_events`) changes the stored template's category, keeping the old one
 and when it changed, or records an announced change (``correct_category``). `category_drift` compares
 the two for one campaign: `campaigns show`, `run-due`'s summary and the report print its warning, and
 the cost estimates use `effective_category` (a utility template turned MARKETING costs more and counts

@@ -2,16 +2,10 @@
 
 One batch = one write transaction: claim pending inbox rows, apply their events, mark them processed.
 A crash anywhere before the commit leaves the rows pending and changes nothing; processing a row
-twice changes nothing the second time, because every statement only moves things forward:
-
-- a status moves a ledger row up the funnel (sending/unknown/accepted → sent → delivered → read) and
-  never down; `read` implies `delivered`; timestamps are filled when missing (an event's own time wins
-  over one implied by a later event); `failed` is terminal and only reached from a live row, so a
-  duplicate `failed` finds nothing to change and its side effects (131049 deferral, 131050
-  suppression) run once;
-- inbound messages are keyed by their wamid (insert-or-ignore), service windows only grow;
-- suppressions keep the first time and reason; template and sender updates are plain overwrites of
-  the same values.
+twice changes nothing the second time, because every statement only moves things forward: statuses
+(`scheduler.webhooks.status_updates`), inbound messages and preferences
+(`scheduler.webhooks.inbound_messages`), template, sender and account events
+(`scheduler.webhooks.account_events`).
 """
 
 from __future__ import annotations
@@ -21,32 +15,19 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from campaigns import control, outcomes
-from campaigns.contacts import effects
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import UTCDateTime, utcnow
-from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
-from campaigns.core.models import CONTACT_TABLE as C
-from campaigns.core.models import INBOUND_MESSAGE_TABLE as INBOUND
-from campaigns.core.models import MESSAGE_TABLE as M
-from campaigns.core.models import SENDER_TABLE as SENDER
-from campaigns.core.models import TEMPLATE_TABLE as TEMPLATE
 from campaigns.core.models import WEBHOOK_INBOX_TABLE as INBOX
-from campaigns.core.models import (
-    CampaignState,
-    MessageState,
-)
 from campaigns.core.settings import Settings
-from scheduler.webhooks.by_recipient import tie_by_recipient
+from scheduler.webhooks.account_events import AccountEventApplier
 from scheduler.webhooks.events import (
     AccountEvent,
     Event,
@@ -59,35 +40,10 @@ from scheduler.webhooks.events import (
     TemplateStatusEvent,
     parse_webhook,
 )
+from scheduler.webhooks.inbound_messages import InboundApplier
+from scheduler.webhooks.status_updates import StatusApplier
 
 log = logging.getLogger(__name__)
-
-
-S = MessageState
-#: Rows a status webhook may touch: everything the platform has (or may have) accepted.
-_LIVE = (S.SENDING, S.UNKNOWN, S.ACCEPTED, S.HELD, S.SENT, S.DELIVERED, S.READ)
-#: The states each status may move a row from (forward only). `held` (template pacing) comes after
-#: accepted and before sent: a held message is released (sent, delivered, read) or fails (132015).
-_FORWARD_FROM: dict[str, tuple[S, ...]] = {
-    S.HELD: (S.SENDING, S.UNKNOWN, S.ACCEPTED),
-    S.SENT: (S.SENDING, S.UNKNOWN, S.ACCEPTED, S.HELD),
-    S.DELIVERED: (S.SENDING, S.UNKNOWN, S.ACCEPTED, S.HELD, S.SENT),
-    S.READ: (S.SENDING, S.UNKNOWN, S.ACCEPTED, S.HELD, S.SENT, S.DELIVERED),
-}
-#: The timestamp a status sets, and the earlier ones it implies (held: the platform had accepted it).
-_OWN_TIME = {S.HELD: "accepted_at", S.SENT: "sent_at", S.DELIVERED: "delivered_at", S.READ: "read_at"}
-_IMPLIED_TIMES: dict[str, tuple[str, ...]] = {
-    S.HELD: (),
-    S.SENT: (),
-    S.DELIVERED: ("sent_at",),
-    S.READ: ("sent_at", "delivered_at"),
-}
-_FAILABLE = (S.SENDING, S.UNKNOWN, S.ACCEPTED, S.HELD, S.SENT, S.DELIVERED)
-#: How a status webhook names template pacing (the send answer's `message_status` says the same).
-HELD_STATUSES = frozenset({"held_for_quality_assessment", "held"})
-#: Campaign states that a template or account problem pauses.
-_PAUSABLE = (CampaignState.RUNNING, CampaignState.WAITING, CampaignState.PLANNED)
-_PAUSING_TEMPLATE_EVENTS = frozenset({"PAUSED", "DISABLED"})
 
 
 @dataclass
@@ -291,280 +247,23 @@ class _Applier:
     """Applies a batch of events inside one transaction."""
 
     def __init__(self, conn: Connection, *, settings: Settings, now: datetime) -> None:
-        self.conn = conn
-        self.settings = settings
-        self.now = now
+        self.statuses = StatusApplier(conn, settings, now)
+        self.inbound = InboundApplier(conn, settings, now)
+        self.account = AccountEventApplier(conn, settings, now)
 
     def apply(self, events: Sequence[Event]) -> None:
-        self._statuses([e for e in events if isinstance(e, StatusEvent)])
-        self._inbound([e for e in events if isinstance(e, InboundEvent)])
-        self._preferences(sorted((e for e in events if isinstance(e, PreferenceEvent)), key=lambda e: e.at))
+        self.statuses.apply_statuses([e for e in events if isinstance(e, StatusEvent)])
+        self.inbound.apply_inbound([e for e in events if isinstance(e, InboundEvent)])
+        preferences = sorted((e for e in events if isinstance(e, PreferenceEvent)), key=lambda e: e.at)
+        self.inbound.apply_preferences(preferences)
         for event in events:
             if isinstance(event, TemplateStatusEvent):
-                self._template(event)
+                self.account.apply_template_status(event)
             elif isinstance(event, TemplateCategoryEvent):
-                self._category(event)
+                self.account.apply_category(event)
             elif isinstance(event, SenderCapabilityEvent):
-                self._sender(event)
+                self.account.apply_sender(event)
             elif isinstance(event, AccountEvent) and event.restricts:
-                self._pause_all(
+                self.account.pause_all(
                     f"account_update {event.event}" + (f": {event.detail}" if event.detail else "")
                 )
-
-    # ----- statuses -------------------------------------------------------------------------------
-
-    def _statuses(self, events: list[StatusEvent]) -> None:
-        events = tie_by_recipient(
-            self.conn, [replace(e, status=S.HELD.value) if e.status in HELD_STATUSES else e for e in events]
-        )
-        for status in (S.HELD, S.SENT, S.DELIVERED, S.READ):
-            matching = [e for e in events if e.status == status and (e.message_id or e.wamid)]
-            by_id = [self._status_params(e) for e in matching if e.message_id is not None]
-            by_wamid = [self._status_params(e) for e in matching if e.message_id is None]
-            if by_id:
-                self.conn.execute(_progress_statement(status, by_id=True), by_id)
-            if by_wamid:
-                self.conn.execute(_progress_statement(status, by_id=False), by_wamid)
-        for event in events:
-            if event.status == S.FAILED and (event.message_id or event.wamid):
-                self._failed(event)
-
-    def _status_params(self, event: StatusEvent) -> dict[str, Any]:
-        return {
-            "b_id": event.message_id,
-            "b_wamid": event.wamid,
-            "b_at": event.at,
-            "b_now": self.now,
-            "b_category": event.pricing_category,
-            "b_type": event.pricing_type,
-            "b_billable": event.billable,
-        }
-
-    def _failed(self, event: StatusEvent) -> None:
-        stmt = (
-            sa.update(M)
-            .where(_row_match(by_id=event.message_id is not None), M.c.state.in_(_FAILABLE))
-            .values(
-                state=S.FAILED,
-                dedup_hash=None,
-                error_code=event.error_code,
-                error_title=event.error_title,
-                failed_at=sa.bindparam("b_at", type_=UTCDateTime()),
-                lease_owner=None,
-                lease_expires_at=None,
-                wamid=sa.func.coalesce(M.c.wamid, sa.bindparam("b_wamid", type_=sa.String())),
-                updated_at=sa.bindparam("b_now", type_=UTCDateTime()),
-            )
-            .returning(M.c.contact_id)
-        )
-        params = {"b_id": event.message_id, "b_wamid": event.wamid, "b_at": event.at, "b_now": self.now}
-        contact_ids = [row.contact_id for row in self.conn.execute(stmt, params)]
-        if not contact_ids:
-            return  # a duplicate, or a row that is not ours: no side effects
-        action = outcomes.for_failed_status(event.error_code, limits=self.settings.limits)
-        if isinstance(action, outcomes.DeferRecipient):
-            self._defer_marketing(contact_ids, action.until(self.now))
-        elif isinstance(action, outcomes.SuppressContact):
-            reason = effects.platform_opt_out_reason(event.error_code, event.error_title)
-            self._suppress(contact_ids, at=event.at, reason=reason)
-
-    def _defer_marketing(self, contact_ids: list[int], until: datetime) -> None:
-        effects.defer_marketing(self.conn, contact_ids, until=until, now=self.now)
-
-    def _suppress(self, contact_ids: list[int], *, at: datetime, reason: str) -> None:
-        effects.suppress_contacts(self.conn, contact_ids, reason=reason, at=at, now=self.now)
-
-    # ----- inbound messages -----------------------------------------------------------------------
-
-    def _inbound(self, events: list[InboundEvent]) -> None:
-        if not events:
-            return
-        unique = list({e.wamid: e for e in events}.values())
-        attributed = self._attribution({e.context_wamid for e in unique if e.context_wamid})
-        rows = [self._inbound_row(e, attributed) for e in unique]
-        _insert_ignore(self.conn, INBOUND, rows, key="wamid")
-        self._open_windows(unique)
-        for row in rows:
-            if row["is_optout"]:
-                reason = effects.keyword_opt_out_reason(row["payload"] or row["text"])
-                effects.suppress_phones(
-                    self.conn, [row["phone"]], reason=reason, at=row["sent_at"], now=self.now
-                )
-
-    def _attribution(self, wamids: set[str]) -> dict[str, tuple[int, int]]:
-        if not wamids:
-            return {}
-        query = sa.select(M.c.wamid, M.c.id, M.c.campaign_id).where(M.c.wamid.in_(sorted(wamids)))
-        return {row.wamid: (row.id, row.campaign_id) for row in self.conn.execute(query)}
-
-    def _inbound_row(self, event: InboundEvent, attributed: dict[str, tuple[int, int]]) -> dict[str, Any]:
-        message_id, campaign_id = attributed.get(event.context_wamid or "", (None, None))
-        return {
-            "wamid": event.wamid,
-            "phone": event.phone,
-            "type": event.type[:32],
-            "text": event.text,
-            "payload": event.payload[:1000] if event.payload else None,
-            "context_wamid": event.context_wamid,
-            "message_id": message_id,
-            "campaign_id": campaign_id,
-            "is_optout": self._is_optout(event),
-            "sent_at": event.at,
-            "received_at": self.now,
-        }
-
-    def _is_optout(self, event: InboundEvent) -> bool:
-        keywords = {k.strip().casefold() for k in self.settings.webhooks.optout_keywords}
-        payloads = {p.strip().casefold() for p in self.settings.webhooks.optout_payloads}
-        if event.payload is not None and event.payload.strip().casefold() in payloads:
-            return True
-        return event.type == "text" and (event.text or "").strip().casefold() in keywords
-
-    def _open_windows(self, events: Iterable[InboundEvent]) -> None:
-        window = timedelta(hours=self.settings.limits.customer_service_window_h)
-        latest: dict[str, datetime] = {}
-        for event in events:
-            latest[event.phone] = max(latest.get(event.phone, event.at), event.at)
-        current = C.c.service_window_until
-        until = sa.bindparam("b_until", type_=UTCDateTime())
-        self.conn.execute(
-            sa.update(C)
-            .where(C.c.phone == sa.bindparam("b_phone"), sa.or_(current.is_(None), current < until))
-            .values(service_window_until=until),
-            [{"b_phone": phone, "b_until": at + window} for phone, at in latest.items()],
-        )
-
-    # ----- user preferences, templates, senders, account ------------------------------------------
-
-    def _preferences(self, events: list[PreferenceEvent]) -> None:
-        for event in events:
-            if event.category and event.category != "marketing_messages":
-                continue
-            if event.value == "stop":
-                reason = effects.PREFERENCES_STOP_REASON
-                effects.suppress_phones(self.conn, [event.phone], reason=reason, at=event.at, now=self.now)
-            elif event.value == "resume":
-                effects.lift_platform_stop(self.conn, [event.phone], stopped_by=event.at, now=self.now)
-
-    def _template(self, event: TemplateStatusEvent) -> None:
-        match = self._template_match(event)
-        if match is None:
-            return
-        found = self.conn.execute(sa.select(TEMPLATE.c.name, TEMPLATE.c.language).where(match))
-        pairs = {(row.name, row.language) for row in found}
-        self.conn.execute(
-            sa.update(TEMPLATE).where(match).values(status=event.event, status_reason=event.reason)
-        )
-        if event.name and event.language:
-            pairs.add((event.name, event.language))
-        if event.event == "APPROVED":  # approved again: the campaigns its pause stopped go on
-            for name, language in sorted(pairs):
-                control.resume_template_paused(self.conn, name=name, language=language, now=self.now)
-            return
-        if event.event not in _PAUSING_TEMPLATE_EVENTS:
-            return
-        for name, language in sorted(pairs):
-            reason = control.template_pause_reason(name, language, event=event.event, detail=event.reason)
-            self._pause(
-                sa.and_(CAMPAIGN.c.template_name == name, CAMPAIGN.c.language == language), reason=reason
-            )
-
-    def _category(self, event: TemplateCategoryEvent) -> None:
-        """Category drift: the new category (the old one kept), or the one announced for later."""
-        match = self._template_match(event)
-        if match is None:
-            return
-        if event.new_category:
-            changed = TEMPLATE.c.category != event.new_category  # a duplicate webhook changes nothing
-            t = TEMPLATE.c
-            values: dict[str, Any] = {
-                "category": event.new_category,
-                "previous_category": sa.case((changed, t.category), else_=t.previous_category),
-                "category_changed_at": sa.case((changed, self.now), else_=t.category_changed_at),
-                "upcoming_category": None,
-            }
-        elif event.correct_category:
-            values = {"upcoming_category": event.correct_category}
-        else:
-            return
-        self.conn.execute(sa.update(TEMPLATE).where(match).values(values))
-
-    @staticmethod
-    def _template_match(event: TemplateStatusEvent | TemplateCategoryEvent) -> sa.ColumnElement[bool] | None:
-        clauses: list[sa.ColumnElement[bool]] = []
-        if event.platform_id:
-            clauses.append(TEMPLATE.c.platform_id == event.platform_id)
-        if event.name and event.language:
-            clauses.append(sa.and_(TEMPLATE.c.name == event.name, TEMPLATE.c.language == event.language))
-        return sa.or_(*clauses) if clauses else None
-
-    def _pause(self, where: sa.ColumnElement[bool], *, reason: str) -> None:
-        matching = self.conn.execute(sa.select(CAMPAIGN.c.id).where(where, CAMPAIGN.c.state.in_(_PAUSABLE)))
-        for campaign_id in matching.scalars().all():
-            control.change_state(
-                self.conn,
-                campaign_id,
-                CampaignState.PAUSED,
-                now=self.now,
-                pause_reason=reason[:500],
-                only_from=_PAUSABLE,
-            )
-
-    def _pause_all(self, reason: str) -> None:
-        self._pause(sa.true(), reason=reason)
-
-    def _sender(self, event: SenderCapabilityEvent) -> None:
-        values: dict[str, Any] = {"updated_at": self.now}
-        if event.messaging_tier:
-            values["messaging_tier"] = event.messaging_tier[:32]
-        if event.throughput_level:
-            values["throughput_level"] = event.throughput_level[:32]
-        if len(values) == 1:
-            return
-        stmt = sa.update(SENDER).values(**values)
-        if event.phone_number_id:
-            stmt = stmt.where(SENDER.c.phone_number_id == event.phone_number_id)
-        self.conn.execute(stmt)
-
-
-def _state_in(states: Iterable[S]) -> sa.ColumnElement[bool]:
-    """`state IN ('a', 'b')` with inline constants (expanding parameters cannot be used in executemany)."""
-    clause: sa.ColumnElement[bool] = M.c.state.in_([sa.literal_column(f"'{s.value}'") for s in states])
-    return clause
-
-
-def _row_match(*, by_id: bool) -> sa.ColumnElement[bool]:
-    """The ledger row of a status: by "wacamp:<id>" (and a wamid that agrees), else by wamid."""
-    wamid = sa.bindparam("b_wamid", type_=sa.String())
-    if by_id:
-        return sa.and_(M.c.id == sa.bindparam("b_id"), sa.or_(M.c.wamid.is_(None), M.c.wamid == wamid))
-    match: sa.ColumnElement[bool] = M.c.wamid == wamid
-    return match
-
-
-def _progress_statement(status: S, *, by_id: bool) -> sa.Update:
-    """UPDATE for a sent/delivered/read status: forward-only state, timestamps filled, pricing kept."""
-    at = sa.bindparam("b_at", type_=UTCDateTime())
-    own = M.c[_OWN_TIME[status]]
-    values: dict[str, Any] = {
-        "state": sa.case((_state_in(_FORWARD_FROM[status]), status.value), else_=M.c.state),
-        _OWN_TIME[status]: sa.case((sa.or_(own.is_(None), own > at), at), else_=own),
-        "wamid": sa.func.coalesce(M.c.wamid, sa.bindparam("b_wamid", type_=sa.String())),
-        "pricing_category": sa.func.coalesce(
-            sa.bindparam("b_category", type_=sa.String()), M.c.pricing_category
-        ),
-        "billable": sa.func.coalesce(sa.bindparam("b_billable", type_=sa.Boolean()), M.c.billable),
-        "pricing_type": sa.func.coalesce(sa.bindparam("b_type", type_=sa.String()), M.c.pricing_type),
-        "updated_at": sa.bindparam("b_now", type_=UTCDateTime()),
-    }
-    for column in _IMPLIED_TIMES[status]:
-        values[column] = sa.func.coalesce(M.c[column], at)
-    return sa.update(M).where(_row_match(by_id=by_id), _state_in(_LIVE)).values(values)
-
-
-def _insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], *, key: str) -> None:
-    """INSERT … ON CONFLICT (key) DO NOTHING on SQLite and PostgreSQL."""
-    if not rows:
-        return
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    conn.execute(dialect_insert(table).on_conflict_do_nothing(index_elements=[key]), rows)

@@ -20,7 +20,7 @@ from campaigns.core.models import MessageState
 from scheduler.runs.reaper import expired_leases
 from scheduler.sending import ledger
 from scheduler.sending.budget import TierBudget
-from scheduler.webhooks.processor import _progress_statement
+from scheduler.webhooks.status_updates import _progress_statement
 from tests.dispatch_support import seed_campaign
 
 OLD_ROWS = 300_000
