@@ -19,7 +19,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from campaigns import outcomes
+from campaigns import outcome_causes
 from campaigns.control import find_campaign
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
@@ -34,7 +34,7 @@ from campaigns.definitions import CampaignDefinition, create_campaign
 from campaigns.planning.planner import PlanOutcome, plan_campaign
 
 #: The codes `campaigns retry` follows up by default: the outcome policy's retryable ones.
-DEFAULT_RETRY_CODES = tuple(sorted(outcomes.retryable_codes()))
+DEFAULT_RETRY_CODES = tuple(sorted(outcome_causes.retryable_codes()))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ are worth a follow-up). They only do what the action says.
 ::
 
     answer ──► Cause (what it means) ──► Action (what to do)     describe(action) / describe_cause()
+               outcome_causes           outcomes, outcome_delays   outcome_descriptions
 
 An answer is classified by ``error.code``, never by the HTTP status alone (platform.md); the status only
 breaks ties for a body without a known code (429 throttled, 5xx transient, anything else permanent).
@@ -39,96 +40,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import tenacity
-
 from campaigns.core import exceptions as exc
 from campaigns.core.settings_sections import LimitsSettings
+from campaigns.outcome_causes import Cause, cause_of_code, cause_of_error
+from campaigns.outcome_delays import maintenance_delay_s, pair_rate_delay_s, transient_delay_s, warmup_delay_s
 
 #: Throttled rows without a Retry-After go back to the queue for this long (the sender slows down anyway).
 THROTTLE_REQUEUE_S = 1.0
 #: The shipped ([marketing] warmup_retry_s, warmup_retry_max_s): Meta syncs a template within 10 minutes.
 WARMUP_S = (60.0, 600.0)
-
-
-class Cause(enum.StrEnum):
-    """What a platform answer means, in the policy's words."""
-
-    THROTTLED = "throttled"
-    PAIR_RATE = "pair rate"
-    MAINTENANCE = "maintenance"
-    TRANSIENT = "transient"
-    MARKETING_LIMIT = "marketing limit"
-    OPTED_OUT = "opted out"
-    RECIPIENT = "recipient"
-    TEMPLATE_UNUSABLE = "template unusable"
-    ACCOUNT_RESTRICTED = "account restricted"
-    SENDER_BLOCKED = "sender blocked"
-    OUTCOME_UNKNOWN = "outcome unknown"
-    MARKETING_TERMS = "marketing terms not accepted"
-    TEMPLATE_WARMING = "template not synced"
-
-
-#: The code sets of `campaigns.core.exceptions`, by cause (a code belongs to one cause only).
-CODES: dict[Cause, frozenset[int]] = {
-    Cause.THROTTLED: exc.THROTTLE_CODES,
-    Cause.PAIR_RATE: exc.PAIR_RATE_CODES,
-    Cause.MAINTENANCE: exc.MAINTENANCE_CODES,
-    Cause.TRANSIENT: exc.TRANSIENT_CODES,
-    Cause.MARKETING_LIMIT: exc.MARKETING_LIMIT_CODES,
-    Cause.OPTED_OUT: exc.OPTED_OUT_CODES,
-    Cause.RECIPIENT: exc.RECIPIENT_CODES,
-    Cause.TEMPLATE_UNUSABLE: exc.TEMPLATE_FATAL_CODES,
-    Cause.ACCOUNT_RESTRICTED: exc.ACCOUNT_FATAL_CODES,
-    Cause.SENDER_BLOCKED: exc.SENDER_FATAL_CODES,
-    Cause.MARKETING_TERMS: exc.MARKETING_TERMS_CODES,
-}
-
-#: Every code the policy knows by name (others are classified by HTTP status, else permanent).
-KNOWN_CODES: frozenset[int] = frozenset().union(*CODES.values())
-
-#: Exception classes the providers raise, most specific first (`CampaignFatalError` is split by code).
-_BY_CLASS: tuple[tuple[type[exc.PlatformError], Cause], ...] = (
-    (exc.MarketingTermsError, Cause.MARKETING_TERMS),
-    (exc.TemplateWarmingError, Cause.TEMPLATE_WARMING),
-    (exc.ThrottledError, Cause.THROTTLED),
-    (exc.PairRateLimitedError, Cause.PAIR_RATE),
-    (exc.MaintenanceError, Cause.MAINTENANCE),
-    (exc.TransientError, Cause.TRANSIENT),
-    (exc.MarketingLimitError, Cause.MARKETING_LIMIT),
-    (exc.OptedOutError, Cause.OPTED_OUT),
-    (exc.RecipientError, Cause.RECIPIENT),
-    (exc.SenderFatalError, Cause.SENDER_BLOCKED),
-    (exc.OutcomeUnknownError, Cause.OUTCOME_UNKNOWN),
-)
-
-
-# ------------------------------------------------------------------------------------------ causes
-
-
-def _cause_of_class(cls: type[exc.PlatformError], code: int | None) -> Cause | None:
-    """The cause an exception class stands for (`CampaignFatalError` split by code); None for a base class."""
-    if issubclass(cls, exc.CampaignFatalError) and not issubclass(cls, exc.MarketingTermsError):
-        return Cause.ACCOUNT_RESTRICTED if code in exc.ACCOUNT_FATAL_CODES else Cause.TEMPLATE_UNUSABLE
-    for known, cause in _BY_CLASS:
-        if issubclass(cls, known):
-            return cause
-    return None
-
-
-def cause_of_code(code: int | None, http_status: int | None = None) -> Cause:
-    """The cause of an error body: by ``error.code``; the HTTP status only when the code is unknown.
-
-    The classification is `campaigns.core.exceptions.error_class_for`'s, the one the providers use.
-    """
-    cause = _cause_of_class(exc.error_class_for(code, http_status), code)
-    return Cause.RECIPIENT if cause is None else cause
-
-
-def cause_of_error(error: exc.PlatformError) -> Cause:
-    """The cause of an error a provider raised: its class; a bare base class is classified by its code."""
-    cause = _cause_of_class(type(error), error.code)
-    return cause_of_code(error.code, error.http_status) if cause is None else cause
-
 
 # ----------------------------------------------------------------------------------------- actions
 
@@ -288,47 +208,6 @@ Action = (
 )
 
 
-# ------------------------------------------------------------------------------------------ delays
-
-_RETRYING = tenacity.Retrying()
-
-
-def _wait(strategy: tenacity.wait.wait_base, attempt: int) -> float:
-    """Ask a tenacity wait strategy for its delay after `attempt` attempts."""
-    if attempt < 1:
-        raise ValueError(f"attempt counts from 1, not {attempt}")
-    state = tenacity.RetryCallState(_RETRYING, None, (), {})
-    state.attempt_number = attempt
-    return float(strategy(state))
-
-
-def transient_delay_s(*, attempt: int, limits: LimitsSettings) -> float | None:
-    """Jittered exponential backoff after a transient error; None once `max_attempts` are spent.
-
-    ``backoff_base_s · 2^(attempt-1)`` plus up to ``backoff_base_s`` of jitter, at most ``backoff_max_s``.
-    """
-    if attempt >= limits.max_attempts:
-        return None
-    # wait_exponential_jitter, spelled so it means the same in tenacity 8 and 9.
-    strategy = tenacity.wait_exponential(
-        multiplier=limits.backoff_base_s, max=limits.backoff_max_s
-    ) + tenacity.wait_random(0, limits.backoff_base_s)
-    return min(_wait(strategy, attempt), limits.backoff_max_s)
-
-
-def pair_rate_delay_s(*, attempt: int, limits: LimitsSettings) -> float | None:
-    """131056: ``pair_retry_base_s ** (attempt - 1)`` seconds; None once `max_attempts` are spent."""
-    if attempt >= limits.max_attempts:
-        return None
-    strategy = tenacity.wait_exponential(multiplier=1, exp_base=limits.pair_retry_base_s)
-    return _wait(strategy, attempt)
-
-
-def maintenance_delay_s(*, attempt: int, limits: LimitsSettings) -> float:
-    """131057 (the number is being upgraded): wait `maintenance_retry_s`, however many attempts."""
-    return _wait(tenacity.wait_fixed(limits.maintenance_retry_s), attempt)
-
-
 # ------------------------------------------------------------------------------------------ policy
 
 
@@ -376,8 +255,7 @@ def _warming(*, attempt: int, limits: LimitsSettings, warmup_s: tuple[float, flo
     """131009 on the marketing path: wait for the template's sync (≤ 10 min), doubling; then give up."""
     if attempt >= limits.max_attempts:
         return FailRow(Cause.TEMPLATE_WARMING, attempts_spent=attempt)
-    first_s, max_s = warmup_s
-    after_s = _wait(tenacity.wait_exponential(multiplier=first_s, max=max_s), attempt)
+    after_s = warmup_delay_s(attempt=attempt, warmup_s=warmup_s)
     return Requeue(Cause.TEMPLATE_WARMING, after_s=after_s, refund_attempt=False)
 
 
@@ -432,103 +310,3 @@ def for_failed_status(code: int | None, *, limits: LimitsSettings) -> Action:
     if isinstance(action, DeferRecipient | SuppressContact):
         return action
     return FailRow(cause)
-
-
-# --------------------------------------------------------------------------- follow-ups, description
-
-#: Causes whose recipients a later send may reach (a follow-up campaign is worth it).
-RETRYABLE_CAUSES = frozenset(
-    {Cause.THROTTLED, Cause.PAIR_RATE, Cause.MAINTENANCE, Cause.TRANSIENT, Cause.MARKETING_LIMIT}
-)
-
-
-def retryable_codes() -> frozenset[int]:
-    """The known codes worth a follow-up campaign (`campaigns retry`'s default)."""
-    return frozenset(code for cause in RETRYABLE_CAUSES for code in CODES[cause])
-
-
-def _s(seconds: float) -> str:
-    return f"{seconds:g} s" if seconds < 120 else f"{seconds / 60:g} min"
-
-
-#: Actions whose description does not depend on their fields.
-_FIXED_WORDS: dict[type, str] = {
-    SuppressContact: "suppressed the contact; never retried",
-    StopSender: "stopped sending: fix credentials, registration or payment",
-    RecordUnknown: "recorded as unknown (the platform may have it); never resent by itself",
-    FallBackToCloud: "sent through the Cloud API instead (product_policy CLOUD_API_FALLBACK); not a failure",
-}
-
-
-#: What a person must do when the Marketing Messages API refuses a campaign (131055, STRICT).
-MARKETING_TERMS_TODO = (
-    "an admin of the business portfolio accepts the Marketing Messages API terms in WhatsApp Manager, "
-    "then `wacamp campaigns resume NAME` (or create the campaign again with --via cloud)"
-)
-MARKETING_TERMS_ADVICE = (
-    f"paused the campaign: the business portfolio has not accepted the Marketing Messages API terms; "
-    f"{MARKETING_TERMS_TODO}"
-)
-
-
-def stop_reason(action: StopCampaign, *, code: int | None, title: str) -> str:
-    """Why a campaign was stopped, as its pause reason says it: the platform's words, and what to do."""
-    reason = f"({code}) {title}".strip()
-    if action.cause is Cause.MARKETING_TERMS:
-        return f"{reason}: {MARKETING_TERMS_TODO}"
-    return reason
-
-
-def describe(action: Action) -> str:
-    """What wacamp did, in words, for one action (past tense, as the report says it)."""
-    fixed = _FIXED_WORDS.get(type(action))
-    if fixed is not None:
-        return fixed
-    match action:
-        case SlowSender(retry_after_s=retry_after_s, requeue_after_s=after_s):
-            honoured = f"Retry-After {_s(retry_after_s)}" if retry_after_s else f"{_s(after_s)}"
-            return f"slowed the sender down and requeued after {honoured}; not a failure"
-        case Requeue(after_s=after_s, hold_recipient=True):
-            return f"requeued that recipient after {_s(after_s)} and kept sending to others"
-        case Requeue(after_s=after_s, refund_attempt=refund):
-            return f"requeued after {_s(after_s)}" + ("" if refund else " (counted as an attempt)")
-        case PauseSender(pause_s=pause_s):
-            return f"paused the sender {_s(pause_s)} and requeued; not a failure"
-        case DeferRecipient(defer_h=defer_h):
-            return f"deferred that recipient {defer_h:g} h; `wacamp campaigns retry` sends again later"
-        case FailRow(attempts_spent=None):
-            return "permanent failure for that recipient; not retried"
-        case FailRow(attempts_spent=spent):
-            return f"recorded as failed after {spent} attempts"
-        case StopCampaign(cause=Cause.MARKETING_TERMS):
-            return MARKETING_TERMS_ADVICE
-        case StopCampaign(cause=Cause.TEMPLATE_UNUSABLE):
-            return "paused the campaign: the template cannot be used"
-        case StopCampaign():
-            return "paused the campaign: the account is restricted"
-    raise AssertionError(f"no description for {action!r}")  # pragma: no cover
-
-
-def describe_cause(cause: Cause, *, limits: LimitsSettings) -> str:
-    """The whole rule for a cause, for the report and the docs: first answer, and the last if retries end."""
-    first = decide(cause, limits=limits, attempt=1)
-    if cause is Cause.THROTTLED:
-        return "slowed the sender down (honouring Retry-After) and requeued; not a failure"
-    if cause is Cause.PAIR_RATE:
-        return (
-            f"requeued that recipient after {limits.pair_retry_base_s:g}^X s (X = 0, 1, 2 …) and kept "
-            f"sending to others; {describe(decide(cause, limits=limits, attempt=limits.max_attempts))}"
-        )
-    if cause is Cause.MARKETING_TERMS:
-        fallback = describe(decide(cause, limits=limits, cloud_fallback=True))
-        return f"{fallback}; with STRICT: {describe(first)}"
-    if cause is Cause.TEMPLATE_WARMING:
-        last = decide(cause, limits=limits, attempt=limits.max_attempts)
-        return f"requeued after {_s(WARMUP_S[0])} doubling to {_s(WARMUP_S[1])} (the sync); {describe(last)}"
-    if cause is Cause.TRANSIENT:
-        last = decide(cause, limits=limits, attempt=limits.max_attempts)
-        return (
-            f"retried with jittered exponential backoff ({_s(limits.backoff_base_s)} doubling, at most "
-            f"{_s(limits.backoff_max_s)}); {describe(last)}"
-        )
-    return describe(first)

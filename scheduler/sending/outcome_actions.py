@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
-from campaigns import outcomes
+from campaigns import outcome_descriptions, outcomes
 from campaigns.core.exceptions import PlatformError
 from campaigns.core.settings_sections import LimitsSettings, SenderSettings
 from scheduler.sending.ledger import ClaimedRow, Outcome, OutcomeKind
@@ -143,7 +143,8 @@ class OutcomeActions:
             case outcomes.StopCampaign():
                 self.release(row)
                 self.halt(
-                    StopReason.CAMPAIGN_FATAL, outcomes.stop_reason(action, code=exc.code, title=exc.title)
+                    StopReason.CAMPAIGN_FATAL,
+                    outcome_descriptions.stop_reason(action, code=exc.code, title=exc.title),
                 )
             case outcomes.StopSender():
                 self.release(row)

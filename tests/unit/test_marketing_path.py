@@ -8,13 +8,14 @@ import json
 import jsonschema
 import pytest
 
-from campaigns import outcomes
+from campaigns import outcome_descriptions
 from campaigns.content import payloads
 from campaigns.content.paths import SendPath, SendPathRefused, choose_via
 from campaigns.core import exceptions as exc
 from campaigns.core.settings_loading import load_settings
 from campaigns.core.settings_sections import MarketingSettings, SenderSettings
-from campaigns.outcomes import Cause, FailRow, FallBackToCloud, Requeue, StopCampaign, decide, for_send_error
+from campaigns.outcome_causes import Cause
+from campaigns.outcomes import FailRow, FallBackToCloud, Requeue, StopCampaign, decide, for_send_error
 from sandbox.config import SandboxConfig
 from sandbox.marketing import MarketingDesk
 from sandbox.templates import TemplateSpec
@@ -147,7 +148,9 @@ def test_terms_not_accepted_fall_back_when_the_campaign_allows_it_else_stop_the_
     )
     stop = for_send_error(error, limits=LIMITS, attempt=1)
     assert stop == StopCampaign(Cause.MARKETING_TERMS)
-    assert "accept" in outcomes.describe(stop) and "WhatsApp Manager" in outcomes.describe(stop)
+    assert "accept" in outcome_descriptions.describe(
+        stop
+    ) and "WhatsApp Manager" in outcome_descriptions.describe(stop)
 
 
 def test_a_template_not_synced_is_requeued_with_a_doubling_wait_then_failed() -> None:

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from campaigns import outcomes
+from campaigns import outcome_causes, outcomes
 from campaigns.core import exceptions as exc
 from campaigns.core.settings_loading import load_settings
 from campaigns.core.settings_sections import LimitsSettings
+from campaigns.outcome_causes import Cause, cause_of_code
+from campaigns.outcome_delays import maintenance_delay_s, pair_rate_delay_s, transient_delay_s
+from campaigns.outcome_descriptions import describe, describe_cause
 from campaigns.outcomes import (
     ActionKind,
-    Cause,
     DeferRecipient,
     FailRow,
     PauseSender,
@@ -23,15 +25,9 @@ from campaigns.outcomes import (
     StopCampaign,
     StopSender,
     SuppressContact,
-    cause_of_code,
     decide,
-    describe,
-    describe_cause,
     for_failed_status,
     for_send_error,
-    maintenance_delay_s,
-    pair_rate_delay_s,
-    transient_delay_s,
 )
 from campaigns.report.error_catalog import TABLE_BEGIN, TABLE_END, error_info, outcome_table
 
@@ -95,15 +91,15 @@ def test_the_table_above_covers_every_code_of_the_platform_doc() -> None:
 
 def test_every_known_code_belongs_to_exactly_one_cause() -> None:
     seen: dict[int, Cause] = {}
-    for cause, codes in outcomes.CODES.items():
+    for cause, codes in outcome_causes.CODES.items():
         for code in codes:
             assert code not in seen, f"{code} is both {seen[code]} and {cause}"
             seen[code] = cause
-    assert set(PLATFORM_TABLE) <= outcomes.KNOWN_CODES
+    assert set(PLATFORM_TABLE) <= outcome_causes.KNOWN_CODES
 
 
 def test_the_policy_agrees_with_the_exception_classes_the_providers_raise(limits: LimitsSettings) -> None:
-    for code in sorted(outcomes.KNOWN_CODES):
+    for code in sorted(outcome_causes.KNOWN_CODES):
         by_class = for_send_error(exc.classify_platform_error(code=code), limits=limits, attempt=1)
         by_code = decide(cause_of_code(code), limits=limits, attempt=1)
         assert (by_class.kind, by_class.cause) == (by_code.kind, by_code.cause), code
@@ -132,7 +128,7 @@ def test_codes_win_and_the_status_only_breaks_ties(
 ) -> None:
     assert cause_of_code(code, http_status) is cause
     error = exc.classify_platform_error(code=code, http_status=http_status)
-    assert outcomes.cause_of_error(error) is cause
+    assert outcome_causes.cause_of_error(error) is cause
 
 
 def test_an_unknown_code_is_a_permanent_failure_never_a_retry(limits: LimitsSettings) -> None:
@@ -210,7 +206,7 @@ def test_the_strike_counter_is_called_only_for_the_pair_rate(limits: LimitsSetti
     def never() -> int:
         raise AssertionError("counted a strike for another error")
 
-    for code in sorted(outcomes.KNOWN_CODES - outcomes.CODES[Cause.PAIR_RATE]):
+    for code in sorted(outcome_causes.KNOWN_CODES - outcome_causes.CODES[Cause.PAIR_RATE]):
         for_send_error(
             exc.classify_platform_error(code=code), limits=limits, attempt=1, count_pair_strike=never
         )
@@ -270,7 +266,7 @@ def test_a_failed_status_defers_for_the_configured_hours() -> None:
 
 
 def test_retryable_codes_are_the_ones_a_later_send_may_reach() -> None:
-    retryable = outcomes.retryable_codes()
+    retryable = outcome_causes.retryable_codes()
     assert retryable == {130429, 80007, 4, 131056, 131057, 131000, 131016, 1, 2, 131049}
 
 
