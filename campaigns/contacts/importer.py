@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
@@ -37,7 +38,7 @@ from campaigns.contacts import effects
 from campaigns.contacts.csvfiles import CsvSource
 from campaigns.contacts.parsing import parse_workers, read_records
 from campaigns.contacts.rows import ColumnPlan, ContactRecord, Reject, RejectKind, plan_columns
-from campaigns.core.bulk import sql_literal
+from campaigns.core.bulk import executemany_plain, sql_literal
 from campaigns.core.db import safe_url, write_transaction
 from campaigns.core.dbtypes import UTCDateTime, utcnow
 from campaigns.core.exceptions import LockedError, NotFoundError
@@ -217,6 +218,10 @@ class _BatchWriter:
         )
         self.seen.create(conn)
         self.upsert = self._upsert_statement()
+        #: Attributes as the upsert takes them: SQLite's rows go to the driver as they are (JSON text).
+        self.json_value: Callable[[dict[str, str]], Any] = (
+            _json_text if conn.dialect.name == "sqlite" else lambda attributes: attributes
+        )
 
     def _upsert_statement(self) -> Any:
         # The import's timestamp is rendered into the statement once instead of bound per row: this
@@ -251,9 +256,11 @@ class _BatchWriter:
         if not fresh:
             return duplicates
         phones = [r.phone for r in fresh]
-        self.conn.execute(sa.insert(self.seen), [{"phone": r.phone, "line": r.line} for r in fresh])
+        executemany_plain(
+            self.conn, sa.insert(self.seen), [{"phone": r.phone, "line": r.line} for r in fresh]
+        )
         existing = _opted_out_flags(self.conn, phones)
-        self.conn.execute(self.upsert, [self._row(r) for r in fresh])
+        executemany_plain(self.conn, self.upsert, [self._row(r) for r in fresh])
         self._join_list(phones)
         summary.updated += len(existing)
         summary.imported += len(fresh) - len(existing)
@@ -264,7 +271,7 @@ class _BatchWriter:
     def _row(self, record: ContactRecord) -> dict[str, Any]:
         return {
             "phone": record.phone,
-            "attributes": record.attributes,
+            "attributes": self.json_value(record.attributes),
             "consent": record.consent,
             "consent_given": record.consent,
         }
@@ -280,6 +287,10 @@ class _BatchWriter:
 
     def close(self) -> None:
         self.seen.drop(self.conn)
+
+
+def _json_text(attributes: dict[str, str]) -> str:
+    return orjson.dumps(attributes).decode()
 
 
 def _one_of(conn: Connection, column: Any, phones: list[str]) -> Any:

@@ -16,6 +16,7 @@ Columns with one value for every row (`constants`) go into the statement once in
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -54,6 +55,30 @@ def insert_ignoring_conflicts(
     values = {name: sql_literal(conn, value, table.c[name].type) for name, value in fixed.items()}
     conn.execute(sqlite.insert(table).values(values).on_conflict_do_nothing(), list(rows))
     return None
+
+
+def executemany_plain(conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``conn.execute(stmt, rows)`` for rows of plain values, without SQLAlchemy's per-row work on SQLite.
+
+    On SQLite the statement is compiled once by SQLAlchemy and the rows go to the driver's
+    ``executemany`` as tuples: SQLAlchemy's per-row parameter processing cost as much as SQLite's own
+    insert. No value is converted, so each must already be what the column stores (text, integers,
+    booleans, None; JSON as its text; no datetimes; constants as `sql_literal`). Other databases, and
+    statements that bind values of their own, take the ordinary path.
+    """
+    if not rows:
+        return
+    if conn.dialect.name != "sqlite":
+        conn.execute(stmt, list(rows))
+        return
+    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(rows[0]))
+    names = list(compiled.positiontup or [])
+    if not set(names) <= set(rows[0]):  # a value bound in the statement itself: SQLAlchemy's way
+        conn.execute(stmt, list(rows))
+        return
+    pick = operator.itemgetter(*names)
+    values = [pick(row) for row in rows] if len(names) > 1 else [(pick(row),) for row in rows]
+    conn.exec_driver_sql(str(compiled), values)
 
 
 def _copy_then_insert(

@@ -120,3 +120,19 @@ def test_a_chunk_that_fails_to_write_stops_planning_with_its_error_and_later_chu
     monkeypatch.setattr(planner, "_write_chunk", real_write)
     outcome = planner.plan_campaign(engine, settings=settings, campaign=campaign_id, chunk_size=4)
     assert outcome.planned == 16  # planning again finishes the job, nothing twice
+
+
+def test_plain_rows_reach_the_right_columns_whatever_the_order_of_their_keys(engine: Engine) -> None:
+    from campaigns.core.bulk import executemany_plain, sql_literal
+    from campaigns.core.models import CONTACT_LIST_TABLE as LIST
+
+    at = utcnow()
+    with write_transaction(engine) as conn:
+        stmt = sa.insert(LIST).values(created_at=sql_literal(conn, at, LIST.c.created_at.type))
+        executemany_plain(conn, stmt, [{"name": "b", "id": 7}, {"name": "a", "id": 3}])
+        executemany_plain(conn, stmt, [])
+        bound = sa.insert(LIST).values(created_at=at)  # a value bound in the statement: the ordinary path
+        executemany_plain(conn, bound, [{"name": "c", "id": 9}])
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(LIST.c.id, LIST.c.name, LIST.c.created_at).order_by(LIST.c.id)).all()
+    assert [tuple(r) for r in rows] == [(3, "a", at), (7, "b", at), (9, "c", at)]
