@@ -127,7 +127,7 @@ def baseline_s(numbers: list[str]) -> float:
 
 def apply_s(url: str, campaign_id: int) -> tuple[float, int]:
     from campaigns.schedule import apply_recipient_windows
-    from scheduler.runs.due import load_campaign
+    from scheduler.runs.pass_rules import load_campaign
 
     engine = make_engine(url)
     campaign = load_campaign(engine, campaign_id)

@@ -39,9 +39,9 @@ S = CampaignState
 #: - planned, running, waiting, completed → running: a run starts (dispatcher; running again after a
 #:   crashed run; completed again when `campaigns run` is given a finished campaign)
 #: - planned, running, waiting → waiting: a run cut short (tier budget, signal, pass deadline), or the
-#:   send window is closed (`scheduler.runs.due`; waiting → waiting also moves its resume_after)
+#:   send window is closed (`scheduler.runs.pass_rules`; waiting → waiting also moves its resume_after)
 #: - draft, planned, running, waiting → completed: a run finished every row, or the deadline passed
-#:   with nothing in flight (`scheduler.runs.due`)
+#:   with nothing in flight (`scheduler.runs.pass_rules`)
 #: - paused, waiting → planned: a person resumes it (`resume`); a campaign paused because its template
 #:   was PAUSED resumes by itself when the platform approves the template again
 #:   (`resume_template_paused`, from `scheduler.webhooks.account_events`)

@@ -1,19 +1,9 @@
 """Run every campaign that is due, oldest first, until nothing is due or a deadline comes.
 
-A campaign is due when
-
-- it is ``draft`` or ``planned`` with a ``scheduled_at`` that has passed (a draft is planned first, so
-  the list is read when the campaign is due; a campaign without a schedule is run by a person with
-  ``campaigns run``, never by ``run-due``);
-- it is ``waiting`` (tier budget, send window, a run cut short) and its ``resume_after`` has passed
-  or is unset;
-- it is ``running`` but nobody runs it: no row of it is in flight under a live lease (a run that was
-  killed; the dispatcher turns its stale in-flight rows into ``unknown`` when it starts).
-
-Before each pass the schedule rules are applied here (deadline expiry, campaign window, recipients'
-own windows); the pass itself is the dispatcher's (`Runner`). The pass gets a deadline that is the
-earliest of the run's own (``--until``), the campaign window's closing, the campaign's deadline and
-the next change of a recipient-local window, so the dispatcher never sends outside a window.
+Which campaigns are due is `scheduler.runs.due_campaigns`'; the schedule rules applied before and after
+each pass (deadline expiry, campaign window, recipients' own windows, the pass's deadline) are
+`scheduler.runs.pass_rules`'; the pass itself is the dispatcher's (`Runner`). Here: lanes, passes side
+by side, the run's summary and exit code.
 """
 
 from __future__ import annotations
@@ -26,35 +16,22 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from campaigns import control
-from campaigns.core.db import write_transaction
-from campaigns.core.dbtypes import UTCDateTime, utcnow
+from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import DatabaseUnavailableError
 from campaigns.core.exit_codes import ExitCode
-from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
-from campaigns.core.models import MESSAGE_TABLE as MESSAGE
-from campaigns.core.models import Campaign, CampaignState
 from campaigns.core.settings import Settings
-from campaigns.rollout.review import GUARDRAIL_PREFIX, Reviewer, Step
-from campaigns.schedule import (
-    SendWindow,
-    apply_recipient_windows,
-    campaign_gate,
-    expire_past_deadline,
-    zone,
-)
+from campaigns.rollout.review import GUARDRAIL_PREFIX, Reviewer
 from campaigns.templates.drift import category_drift
-from scheduler.sending import ledger
+from scheduler.runs.due_campaigns import DueCampaign, count_unfinished, find_due
+from scheduler.runs.pass_rules import Planner, after_pass, prepare_pass
 
 log = logging.getLogger(__name__)
 
-c = CAMPAIGN.c
-m = MESSAGE.c
 
 #: A run gives one campaign at most this many passes (a window that opens and closes, a budget
 #: that frees up); more means something keeps handing it back at once, and it waits for the next run.
@@ -90,10 +67,6 @@ class Runner(Protocol):
         ...
 
 
-#: Writes a draft campaign's ledger (`campaigns.planning.planner.plan_campaign`) when it comes due.
-Planner = Callable[[int], object]
-
-
 LaneOf = Callable[["DueCampaign"], str]
 
 
@@ -115,17 +88,6 @@ class PassGate(Protocol):
 SENDER_BUSY = "sender busy"
 #: The outcome of a pass that gave up on the database: the run starts no other pass and ends 75.
 DATABASE_UNAVAILABLE = "database unavailable"
-
-
-@dataclass(frozen=True)
-class DueCampaign:
-    """A campaign `run-due` will give a pass to, and since when it is due (the ordering key)."""
-
-    id: int
-    name: str
-    state: str
-    due_since: datetime
-    sender: str = "default"
 
 
 @dataclass(frozen=True)
@@ -216,149 +178,6 @@ def lanes_for(engine: Engine, settings: Settings) -> LaneOf:
     return by_sender
 
 
-def _live_lease(now: datetime) -> sa.ColumnElement[bool]:
-    in_flight = sa.select(m.id).where(
-        m.campaign_id == c.id, m.state.in_(ledger.HELD), m.lease_expires_at > now
-    )
-    return in_flight.exists()
-
-
-def _scheduled_and_due(now: datetime) -> sa.ColumnElement[bool]:
-    not_started = c.state.in_([CampaignState.DRAFT, CampaignState.PLANNED])
-    return sa.and_(not_started, c.scheduled_at.is_not(None), c.scheduled_at <= now)
-
-
-def _due_filter(now: datetime) -> sa.ColumnElement[bool]:
-    return sa.or_(
-        _scheduled_and_due(now),
-        sa.and_(c.state == CampaignState.WAITING, sa.or_(c.resume_after.is_(None), c.resume_after <= now)),
-        sa.and_(c.state == CampaignState.RUNNING, ~_live_lease(now)),
-    )
-
-
-def find_due(conn: Connection, *, now: datetime) -> list[DueCampaign]:
-    """Every due campaign, the one due the longest first (ties by id)."""
-    due_since = sa.type_coerce(sa.func.coalesce(c.scheduled_at, c.created_at), UTCDateTime())
-    columns = (c.id, c.name, c.state, due_since.label("due_since"), c.sender_name)
-    rows = conn.execute(sa.select(*columns).where(_due_filter(now)).order_by(due_since, c.id)).all()
-    return [
-        DueCampaign(id=r.id, name=r.name, state=r.state, due_since=r.due_since, sender=r.sender_name)
-        for r in rows
-    ]
-
-
-def count_unfinished(conn: Connection, *, now: datetime) -> int:
-    """Campaigns with work a later run must do: waiting, running, or planned and already due."""
-    query = sa.select(sa.func.count()).where(
-        sa.or_(
-            c.state.in_([CampaignState.WAITING, CampaignState.RUNNING]),
-            _scheduled_and_due(now),
-        )
-    )
-    return int(conn.scalar(query) or 0)
-
-
-#: The states a due campaign is in; run-due leaves alone one that a person paused or cancelled meanwhile.
-DUE_STATES = frozenset(
-    {CampaignState.DRAFT, CampaignState.PLANNED, CampaignState.WAITING, CampaignState.RUNNING}
-)
-_WAITING = frozenset({CampaignState.WAITING})
-
-
-def load_campaign(engine: Engine, campaign_id: int) -> Campaign:
-    """The campaign row as a (detached) model."""
-    return control.find_campaign(engine, campaign_id)
-
-
-def _change_state(
-    engine: Engine,
-    campaign_id: int,
-    target: CampaignState,
-    *,
-    now: datetime,
-    only_from: frozenset[CampaignState] = DUE_STATES,
-    **values: Any,
-) -> None:
-    with write_transaction(engine) as conn:
-        control.change_state(conn, campaign_id, target, now=now, only_from=only_from, **values)
-
-
-def _finish_expired(engine: Engine, campaign: Campaign, *, now: datetime) -> None:
-    """The deadline passed: planned rows are skipped; the campaign is over once nothing is in flight."""
-    assert campaign.id is not None
-    expired = expire_past_deadline(engine, campaign.id, now=now)
-    with engine.connect() as conn:
-        in_flight = conn.scalar(
-            sa.select(sa.func.count()).where(m.campaign_id == campaign.id, m.state.in_(ledger.HELD))
-        )
-    if not in_flight:
-        _change_state(engine, campaign.id, CampaignState.COMPLETED, now=now, finished_at=now)
-    log.info("campaign deadline passed", extra={"campaign": campaign.name, "expired": expired})
-
-
-@dataclass(frozen=True)
-class PassPlan:
-    """Whether to run a pass now and until when (None = no deadline)."""
-
-    run: bool
-    deadline: datetime | None = None
-    outcome: str = ""
-
-
-def prepare_pass(
-    engine: Engine,
-    campaign_id: int,
-    *,
-    now: datetime,
-    until: datetime | None,
-    planner: Planner | None = None,
-    reviewer: Reviewer | None = None,
-) -> PassPlan:
-    """Apply deadline, campaign window and recipient windows; say whether and until when to send.
-
-    A draft campaign is planned (its ledger written) here, when it comes due (even if its window is
-    closed then: it waits planned, and the list it got is the one of its due time).
-    """
-    campaign = load_campaign(engine, campaign_id)
-    gate = campaign_gate(campaign, now=now)
-    if not gate.open_now and gate.until is None:
-        _finish_expired(engine, campaign, now=now)
-        return PassPlan(run=False, outcome="expired")
-    if campaign.state == CampaignState.DRAFT:
-        if planner is None:
-            raise RuntimeError(f"campaign {campaign.name!r} is a draft and no planner was given")
-        planner(campaign_id)
-        campaign = load_campaign(engine, campaign_id)
-    if not gate.open_now:
-        _change_state(engine, campaign_id, CampaignState.WAITING, now=now, resume_after=gate.until)
-        log.info("send window closed", extra={"campaign": campaign.name, "opens_at": gate.until})
-        return PassPlan(run=False, outcome="window closed")
-    if reviewer is not None:  # a staged rollout: a stage under review waits, is released, or pauses
-        review = reviewer.before_pass(engine, campaign_id, now=now)
-        if review.step is not Step.SEND:
-            return PassPlan(run=False, outcome=review.outcome)
-        if review.outcome:
-            log.info(review.outcome, extra={"campaign": campaign.name})
-        if review.replan and planner is not None:  # an A/B test decided: the rest, with the winner
-            planner(campaign_id)
-    recheck_at = apply_recipient_windows(engine, campaign, now=now)
-    return PassPlan(run=True, deadline=_earliest(until, gate.until, recheck_at, campaign.deadline))
-
-
-def after_pass(engine: Engine, campaign_id: int, *, now: datetime) -> None:
-    """A pass stopped because its campaign window closed: wait until the window opens again."""
-    campaign = load_campaign(engine, campaign_id)
-    window = SendWindow.of(campaign.window_start, campaign.window_end)
-    if campaign.state != CampaignState.WAITING or window is None or campaign.recipient_local_time:
-        return
-    tz = zone(campaign.timezone or "UTC")
-    opening = window.next_open(now, tz)
-    if opening > now and (campaign.resume_after is None or campaign.resume_after < opening):
-        _change_state(
-            engine, campaign_id, CampaignState.WAITING, now=now, resume_after=opening, only_from=_WAITING
-        )
-
-
 def _drift_warnings(conn: Connection, campaign_ids: set[int]) -> list[str]:
     """`campaign: warning` for each campaign run whose template's category drifted."""
     warnings = []
@@ -367,11 +186,6 @@ def _drift_warnings(conn: Connection, campaign_ids: set[int]) -> list[str]:
         if (drift := category_drift(conn, campaign)) is not None:
             warnings.append(f"{campaign.name}: {drift.warning}")
     return warnings
-
-
-def _earliest(*instants: datetime | None) -> datetime | None:
-    present = [at for at in instants if at is not None]
-    return min(present) if present else None
 
 
 async def run_due(

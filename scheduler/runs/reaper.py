@@ -6,7 +6,7 @@ nobody renews. Once the lease has expired on the *database's* clock the reaper t
 (attempt and tier count given back) and any worker sends them; `sending` rows may have reached the
 platform, so they become `unknown` and are never resent automatically (at-most-once). Its sender
 leases expire by themselves (`scheduler.sending.leases`), and its campaigns, left `running` without a
-live lease, are due again (`scheduler.runs.due.find_due`) for the worker that takes the sender over.
+live lease, are due again (`scheduler.runs.due_campaigns.find_due`) for the worker that takes the sender over.
 
 Each statement touches at most ``batch_rows`` rows through the ``(state, lease_expires_at)`` index, so
 no transaction is long whatever the size of the ledger.

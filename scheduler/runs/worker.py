@@ -26,8 +26,9 @@ from sqlalchemy.engine import Engine
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import DatabaseUnavailableError
 from campaigns.rollout.review import Reviewer
-from scheduler.runs.due import DueSummary, LaneOf, PassGate, Planner, Runner, by_sender, run_due
+from scheduler.runs.due import DueSummary, LaneOf, PassGate, Runner, by_sender, run_due
 from scheduler.runs.metrics import CONTENT_TYPE, WorkerMetrics
+from scheduler.runs.pass_rules import Planner
 from scheduler.sending.outage import DatabaseWait
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,12 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
 from campaigns.core.models import CampaignState, MessageState
 from campaigns.schedule import EXPIRED, apply_recipient_windows, expire_past_deadline
-from scheduler.runs.due import CAMPAIGN, PassOutcome, after_pass, find_due, prepare_pass, run_due
+from scheduler.runs.due import PassOutcome, run_due
+from scheduler.runs.due_campaigns import find_due
+from scheduler.runs.pass_rules import after_pass, prepare_pass
 from tests.scheduling_seed import MESSAGE, campaign_row, rows_of, seed_campaign
 
 NOW = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)  # 12:00 in Rome, 06:00 in New York
@@ -204,7 +207,7 @@ async def test_run_due_with_nothing_due_exits_zero_even_with_campaigns_scheduled
 
 
 def _campaign(engine: Engine, campaign_id: int):  # type: ignore[no-untyped-def]
-    from scheduler.runs.due import load_campaign
+    from scheduler.runs.pass_rules import load_campaign
 
     return load_campaign(engine, campaign_id)
 

@@ -9,8 +9,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from campaigns.core.dbtypes import utcnow
+from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
 from campaigns.core.settings_sections import SenderSettings
-from scheduler.runs.due import CAMPAIGN, SENDER_BUSY, PassOutcome, run_due
+from scheduler.runs.due import SENDER_BUSY, PassOutcome, run_due
 from scheduler.sending.leases import SenderLeases
 from tests.scheduling_seed import seed_campaign
 

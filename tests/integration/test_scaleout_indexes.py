@@ -144,7 +144,8 @@ def test_webhook_lookups_by_message_id_and_by_wamid_use_indexes(big_ledger: tupl
 
 
 def test_a_running_campaign_is_known_live_through_the_claim_index(big_ledger: tuple[Engine, int]) -> None:
-    from scheduler.runs.due import CAMPAIGN, _due_filter
+    from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
+    from scheduler.runs.due_campaigns import _due_filter
 
     engine, _ = big_ledger
     with engine.connect() as conn:
