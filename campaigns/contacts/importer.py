@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
@@ -218,10 +217,6 @@ class _BatchWriter:
         )
         self.seen.create(conn)
         self.upsert = self._upsert_statement()
-        #: Attributes as the upsert takes them: SQLite's rows go to the driver as they are (JSON text).
-        self.json_value: Callable[[dict[str, str]], Any] = (
-            _json_text if conn.dialect.name == "sqlite" else lambda attributes: attributes
-        )
 
     def _upsert_statement(self) -> Any:
         # The import's timestamp is rendered into the statement once instead of bound per row: this
@@ -271,7 +266,7 @@ class _BatchWriter:
     def _row(self, record: ContactRecord) -> dict[str, Any]:
         return {
             "phone": record.phone,
-            "attributes": self.json_value(record.attributes),
+            "attributes": record.attributes,
             "consent": record.consent,
             "consent_given": record.consent,
         }
@@ -287,10 +282,6 @@ class _BatchWriter:
 
     def close(self) -> None:
         self.seen.drop(self.conn)
-
-
-def _json_text(attributes: dict[str, str]) -> str:
-    return orjson.dumps(attributes).decode()
 
 
 def _one_of(conn: Connection, column: Any, phones: list[str]) -> Any:

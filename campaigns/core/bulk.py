@@ -53,18 +53,19 @@ def insert_ignoring_conflicts(
     if conn.dialect.name == "postgresql":
         return _copy_then_insert(conn, table, rows, constants=fixed, returning=returning)
     values = {name: sql_literal(conn, value, table.c[name].type) for name, value in fixed.items()}
-    conn.execute(sqlite.insert(table).values(values).on_conflict_do_nothing(), list(rows))
+    executemany_plain(conn, sqlite.insert(table).values(values).on_conflict_do_nothing(), rows)
     return None
 
 
 def executemany_plain(conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> None:
-    """``conn.execute(stmt, rows)`` for rows of plain values, without SQLAlchemy's per-row work on SQLite.
+    """``conn.execute(stmt, rows)`` for an INSERT, without SQLAlchemy's per-row work on SQLite.
 
     On SQLite the statement is compiled once by SQLAlchemy and the rows go to the driver's
     ``executemany`` as tuples: SQLAlchemy's per-row parameter processing cost as much as SQLite's own
-    insert. No value is converted, so each must already be what the column stores (text, integers,
-    booleans, None; JSON as its text; no datetimes; constants as `sql_literal`). Other databases, and
-    statements that bind values of their own, take the ordinary path.
+    insert. Only the columns whose type converts values (timestamps) are converted, by that type's own
+    bind processor; everything else must already be what the column stores (JSON as its text,
+    constants as `sql_literal`). Other databases, and statements that bind values of their own, take
+    the ordinary path.
     """
     if not rows:
         return
@@ -78,7 +79,28 @@ def executemany_plain(conn: Connection, stmt: Any, rows: Sequence[Mapping[str, A
         return
     pick = operator.itemgetter(*names)
     values = [pick(row) for row in rows] if len(names) > 1 else [(pick(row),) for row in rows]
+    converters = _converters(stmt.table, names, conn.dialect)
+    if converters:
+        values = [_converted(row, converters) for row in values]
     conn.exec_driver_sql(str(compiled), values)
+
+
+def _converters(table: Any, names: list[str], dialect: Any) -> list[tuple[int, Any]]:
+    """(position, bind processor) of the parameters whose column type converts values."""
+    found = []
+    for position, name in enumerate(names):
+        column = table.c.get(name)
+        processor = column.type.bind_processor(dialect) if column is not None else None
+        if processor is not None:
+            found.append((position, processor))
+    return found
+
+
+def _converted(row: tuple[Any, ...], converters: list[tuple[int, Any]]) -> tuple[Any, ...]:
+    values = list(row)
+    for position, processor in converters:
+        values[position] = processor(values[position])
+    return tuple(values)
 
 
 def _copy_then_insert(
