@@ -60,7 +60,8 @@ from scheduler.sending.claims import ClaimAhead, mark_group_size
 from scheduler.sending.halt import Halt
 from scheduler.sending.in_flight import InFlight
 from scheduler.sending.journal import Journal, journal_key
-from scheduler.sending.ledger import ClaimedRow, OutcomeKind
+from scheduler.sending.ledger import ClaimedRow
+from scheduler.sending.ledger_outcomes import OutcomeKind
 from scheduler.sending.outage import DatabaseWait
 from scheduler.sending.outcome_actions import OutcomeActions
 from scheduler.sending.pace import Permit, SenderPace, make_pace

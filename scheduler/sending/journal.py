@@ -41,7 +41,7 @@ from sqlalchemy.engine import Engine
 from campaigns.core.exceptions import DatabaseUnavailableError, is_passing_database_trouble
 from campaigns.core.models import THROTTLE_EVENT_TABLE as THROTTLE_EVENT
 from campaigns.core.settings import Settings
-from scheduler.sending.ledger import Outcome, OutcomeKind
+from scheduler.sending.ledger_outcomes import Outcome, OutcomeKind
 from scheduler.sending.writer import ContactAction, Item, ThrottleNote, TierRefund, WriteBatch, apply_batch
 
 log = logging.getLogger(__name__)

@@ -3,10 +3,11 @@
 The ledger (`campaigns.core.models.Message`) is the queue. A claim leases rows ``planned → claimed``
 (owner, expiry on the database's clock; nothing about the wire); ``claimed → sending`` is marked in a
 small group commit just before their requests are written (`mark_sending`); then an outcome is
-applied in batches by the writer. A lease that expired means its holder is dead: its `claimed` rows
-go back to `planned` (they never left), its `sending` rows become `unknown` (`recover_expired`).
-The functions here take a `Connection` already inside a transaction (the
-caller decides its size) unless they say otherwise; none of them ever waits on the network.
+applied in batches by the writer (`scheduler.sending.ledger_outcomes`). A lease that expired means
+its holder is dead: its `claimed` rows go back to `planned` (they never left), its `sending` rows
+become `unknown` (`recover_expired`). The functions here take a `Connection` already inside a
+transaction (the caller decides its size) unless they say otherwise; none of them ever waits on the
+network.
 
 Invariant kept by every statement: ``dedup_hash`` is NULL exactly when the row is `failed` or
 `skipped`, and equals ``content_hash`` otherwise.
@@ -14,7 +15,6 @@ Invariant kept by every statement: ``dedup_hash`` is NULL exactly when the row i
 
 from __future__ import annotations
 
-import enum
 import os
 import socket
 import uuid
@@ -52,37 +52,6 @@ class ClaimedRow:
     phone: str
     body: str
     attempts: int
-
-
-class OutcomeKind(enum.StrEnum):
-    """What happened to one claimed row."""
-
-    ACCEPTED = "accepted"
-    REQUEUE = "requeue"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-    RELEASE = "release"
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The result of one claimed row, as the writer applies it.
-
-    `refund_attempt` gives back the attempt counted at claim time (throttling, pair rate, a row
-    never sent): only real transient failures count towards the bounded attempts.
-    """
-
-    kind: OutcomeKind
-    message_id: int
-    at: datetime
-    wamid: str | None = None
-    message_status: str | None = None
-    #: The API that took the message ("cloud", "marketing", "onprem"); None keeps the planned one.
-    via: str | None = None
-    next_attempt_at: datetime | None = None
-    error_code: int | None = None
-    error_title: str | None = None
-    refund_attempt: bool = False
 
 
 def new_owner() -> str:
@@ -325,138 +294,6 @@ def defer_marketing_limited(conn: Connection, *, campaign_id: int, now: datetime
         .values(next_attempt_at=until, updated_at=now)
     )
     return conn.execute(statement).rowcount
-
-
-#: The `message_status` of a send the platform holds for a new or recently non-GREEN template (pacing).
-HELD_STATUS = "held_for_quality_assessment"
-
-#: `state IN HELD` without an expanding parameter (the outcome statements run as executemany).
-_IS_HELD = sa.or_(m.state == CLAIMED, m.state == SENDING)
-
-_ACCEPT = (
-    sa.update(MESSAGE)
-    .where(m.id == sa.bindparam("b_id"))
-    .values(
-        # A status webhook may have moved the row on already: never move it back.
-        # An answer saying held_for_quality_assessment (template pacing) makes the row `held`.
-        state=sa.case(
-            (
-                sa.or_(m.state == SENDING, m.state == MessageState.UNKNOWN.value),
-                sa.case(
-                    (sa.bindparam("b_status") == HELD_STATUS, MessageState.HELD.value),
-                    else_=MessageState.ACCEPTED.value,
-                ),
-            ),
-            else_=m.state,
-        ),
-        wamid=sa.func.coalesce(m.wamid, sa.bindparam("b_wamid")),
-        via=sa.func.coalesce(sa.bindparam("b_via"), m.via),
-        message_status=sa.bindparam("b_status"),
-        accepted_at=sa.func.coalesce(m.accepted_at, sa.bindparam("b_at")),
-        lease_owner=None,
-        lease_expires_at=None,
-        updated_at=sa.bindparam("b_at"),
-    )
-)
-
-_REQUEUE = (
-    sa.update(MESSAGE)
-    .where(m.id == sa.bindparam("b_id"), _IS_HELD)
-    .values(
-        state=PLANNED,
-        next_attempt_at=sa.bindparam("b_next"),
-        error_code=sa.bindparam("b_code"),
-        error_title=sa.bindparam("b_title"),
-        attempts=m.attempts - sa.bindparam("b_refund"),
-        lease_owner=None,
-        lease_expires_at=None,
-        sending_at=None,
-        updated_at=sa.bindparam("b_at"),
-    )
-)
-
-_FAIL = (
-    sa.update(MESSAGE)
-    .where(m.id == sa.bindparam("b_id"), m.state == SENDING)
-    .values(
-        state=MessageState.FAILED.value,
-        dedup_hash=None,
-        error_code=sa.bindparam("b_code"),
-        error_title=sa.bindparam("b_title"),
-        failed_at=sa.bindparam("b_at"),
-        lease_owner=None,
-        lease_expires_at=None,
-        updated_at=sa.bindparam("b_at"),
-    )
-)
-
-_UNKNOWN = (
-    sa.update(MESSAGE)
-    .where(m.id == sa.bindparam("b_id"), m.state == SENDING)
-    .values(
-        state=MessageState.UNKNOWN.value,
-        error_code=sa.bindparam("b_code"),
-        error_title=sa.bindparam("b_title"),
-        lease_owner=None,
-        lease_expires_at=None,
-        updated_at=sa.bindparam("b_at"),
-    )
-)
-
-_RELEASE = (
-    sa.update(MESSAGE)
-    .where(m.id == sa.bindparam("b_id"), _IS_HELD)
-    .values(
-        state=PLANNED,
-        attempts=m.attempts - 1,
-        lease_owner=None,
-        lease_expires_at=None,
-        sending_at=None,
-        updated_at=sa.bindparam("b_at"),
-    )
-)
-
-
-def _params(outcome: Outcome) -> dict[str, Any]:
-    return {
-        "b_id": outcome.message_id,
-        "b_at": outcome.at,
-        "b_wamid": outcome.wamid,
-        "b_status": outcome.message_status,
-        "b_via": outcome.via,
-        "b_next": outcome.next_attempt_at,
-        "b_code": outcome.error_code,
-        "b_title": (outcome.error_title or "")[:500] or None,
-        "b_refund": 1 if outcome.refund_attempt else 0,
-    }
-
-
-_STATEMENTS = {
-    OutcomeKind.ACCEPTED: _ACCEPT,
-    OutcomeKind.REQUEUE: _REQUEUE,
-    OutcomeKind.FAILED: _FAIL,
-    OutcomeKind.UNKNOWN: _UNKNOWN,
-    OutcomeKind.RELEASE: _RELEASE,
-}
-
-_KEYS = {
-    OutcomeKind.ACCEPTED: ("b_id", "b_at", "b_wamid", "b_status", "b_via"),
-    OutcomeKind.REQUEUE: ("b_id", "b_at", "b_next", "b_code", "b_title", "b_refund"),
-    OutcomeKind.FAILED: ("b_id", "b_at", "b_code", "b_title"),
-    OutcomeKind.UNKNOWN: ("b_id", "b_at", "b_code", "b_title"),
-    OutcomeKind.RELEASE: ("b_id", "b_at"),
-}
-
-
-def apply_outcomes(conn: Connection, outcomes: Sequence[Outcome]) -> None:
-    """Apply a batch of outcomes: one executemany UPDATE per kind (never a statement per row)."""
-    by_kind: dict[OutcomeKind, list[dict[str, Any]]] = {}
-    for outcome in outcomes:
-        params = _params(outcome)
-        keys = _KEYS[outcome.kind]
-        by_kind.setdefault(outcome.kind, []).append({key: params[key] for key in keys})
-    for kind, rows in by_kind.items():
-        conn.execute(_STATEMENTS[kind], rows)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from typing import Any, assert_never
 from campaigns import outcome_descriptions, outcomes
 from campaigns.core.exceptions import PlatformError
 from campaigns.core.settings_sections import LimitsSettings, SenderSettings
-from scheduler.sending.ledger import ClaimedRow, Outcome, OutcomeKind
+from scheduler.sending.ledger import ClaimedRow
+from scheduler.sending.ledger_outcomes import Outcome, OutcomeKind
 from scheduler.sending.pace import Permit, SenderPace
 from scheduler.sending.pairs import PairSpacer
 from scheduler.sending.route import SendRoute

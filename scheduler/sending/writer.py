@@ -39,8 +39,8 @@ from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import DatabaseUnavailableError
 from campaigns.core.models import THROTTLE_EVENT_TABLE as THROTTLE_EVENT
-from scheduler.sending import budget, ledger
-from scheduler.sending.ledger import Outcome
+from scheduler.sending import budget, ledger_outcomes
+from scheduler.sending.ledger_outcomes import Outcome
 from scheduler.sending.outage import DatabaseWait
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def apply_batch(engine: Engine, batch: WriteBatch) -> None:
     if not len(batch):
         return
     with write_transaction(engine) as conn:
-        ledger.apply_outcomes(conn, batch.outcomes)
+        ledger_outcomes.apply_outcomes(conn, batch.outcomes)
         _apply_contacts(conn, batch.contacts, now=utcnow())
         budget.uncount(conn, [(r.portfolio, r.phone, r.counted_at) for r in batch.refunds])
         if batch.throttles:

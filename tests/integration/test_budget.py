@@ -12,9 +12,9 @@ from campaigns.core.db import write_transaction
 from campaigns.core.models import Contact
 from campaigns.core.settings_loading import load_settings
 from scheduler.providers.base import PhoneLimits
-from scheduler.sending import ledger
+from scheduler.sending import ledger, ledger_outcomes
 from scheduler.sending.budget import TierBudget, claim_within_budget, resolve_tier
-from scheduler.sending.ledger import Outcome, OutcomeKind
+from scheduler.sending.ledger_outcomes import Outcome, OutcomeKind
 from tests.dispatch_support import ScriptedProvider, phone_of, rows, seed_campaign
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -27,7 +27,7 @@ def _claim(engine: Engine, budget: TierBudget, campaign_id: int, *, limit: int, 
             conn, budget=budget, campaign_id=campaign_id, owner="w", limit=limit, now=now, lease_s=60
         )
         ledger.mark_sending(conn, owner="w", message_ids=[r.id for r in claimed], now=now)
-        ledger.apply_outcomes(
+        ledger_outcomes.apply_outcomes(
             conn, [Outcome(OutcomeKind.ACCEPTED, r.id, now, wamid=f"w{r.id}") for r in claimed]
         )
     return [r.id for r in claimed]

@@ -10,8 +10,8 @@ from sqlalchemy.engine import Engine
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.models import Contact, MessageState
-from scheduler.sending import ledger
-from scheduler.sending.ledger import Outcome, OutcomeKind
+from scheduler.sending import ledger, ledger_outcomes
+from scheduler.sending.ledger_outcomes import Outcome, OutcomeKind
 from tests.dispatch_support import rows, seed_campaign, states
 
 
@@ -100,7 +100,7 @@ def test_outcomes_keep_dedup_hash_null_exactly_for_failed_rows(engine: Engine) -
     a, b, c, d = _claim(engine, cid, limit=4)
     now = utcnow()
     with write_transaction(engine) as conn:
-        ledger.apply_outcomes(
+        ledger_outcomes.apply_outcomes(
             conn,
             [
                 Outcome(OutcomeKind.ACCEPTED, a.id, now, wamid="wamid.A", message_status="accepted"),
@@ -134,7 +134,7 @@ def test_an_accepted_answer_never_moves_a_row_a_webhook_already_moved_on(engine:
             .where(ledger.MESSAGE.c.id == row.id)
             .values(state="delivered", wamid="w")
         )
-        ledger.apply_outcomes(conn, [Outcome(OutcomeKind.ACCEPTED, row.id, utcnow(), wamid="w")])
+        ledger_outcomes.apply_outcomes(conn, [Outcome(OutcomeKind.ACCEPTED, row.id, utcnow(), wamid="w")])
     assert rows(engine, cid)[0].state == "delivered"
 
 
@@ -184,7 +184,7 @@ def test_resend_unknown_moves_only_old_unsettled_rows_back_to_planned(engine: En
     old = _claim(engine, cid, limit=2, now=now - timedelta(hours=2))
     new = _claim(engine, cid, limit=1, now=now)
     with write_transaction(engine) as conn:
-        ledger.apply_outcomes(conn, [Outcome(OutcomeKind.UNKNOWN, r.id, now) for r in [*old, *new]])
+        ledger_outcomes.apply_outcomes(conn, [Outcome(OutcomeKind.UNKNOWN, r.id, now) for r in [*old, *new]])
         conn.execute(
             sa.update(ledger.MESSAGE).where(ledger.MESSAGE.c.id == old[1].id).values(wamid="settled")
         )

@@ -21,7 +21,7 @@ from campaigns.core.models import THROTTLE_EVENT_TABLE
 from campaigns.core.settings_loading import load_settings
 from scheduler.sending import ledger
 from scheduler.sending.journal import Journal, decode, encode, journal_key, read, replay
-from scheduler.sending.ledger import Outcome, OutcomeKind
+from scheduler.sending.ledger_outcomes import Outcome, OutcomeKind
 from scheduler.sending.outage import DatabaseWait
 from scheduler.sending.writer import (
     ContactAction,

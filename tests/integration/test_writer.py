@@ -12,7 +12,7 @@ from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.models import CONTACT_TABLE as CONTACT
 from scheduler.sending import ledger
-from scheduler.sending.ledger import Outcome, OutcomeKind
+from scheduler.sending.ledger_outcomes import Outcome, OutcomeKind
 from scheduler.sending.writer import ContactAction, ResultWriter, WriteBatch, apply_batch
 from tests.dispatch_support import seed_campaign, states
 
