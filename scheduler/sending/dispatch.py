@@ -30,14 +30,11 @@ told in `scheduler.sending.run_report`, the dry run in `scheduler.sending.previe
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 
@@ -67,6 +64,7 @@ from scheduler.sending.outcome_actions import OutcomeActions
 from scheduler.sending.pace import Permit, SenderPace, make_pace
 from scheduler.sending.pairs import PairSpacer
 from scheduler.sending.route import SendRoute
+from scheduler.sending.run_database import RunDatabase
 from scheduler.sending.run_report import (
     Progress,
     RunEnd,
@@ -85,8 +83,6 @@ log = logging.getLogger(__name__)
 CLAIM_AHEAD_S = 2.0
 #: A permit due sooner than this is simply awaited; a longer wait is raced against a halt.
 SHORT_WAIT_S = 0.05
-
-T = TypeVar("T")
 
 
 class Dispatcher:
@@ -123,20 +119,23 @@ class Dispatcher:
         self.pairs = PairSpacer(
             spacing_s=self.limits.pair_spacing_s, retry_base_s=self.limits.pair_retry_base_s
         )
-        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wacamp-db")
-        #: Database trouble is waited out, up to [database] outage_wait_s (`scheduler.sending.outage`).
-        self.db_wait = DatabaseWait(
-            outage_wait_s=settings.database.outage_wait_s,
-            describe_held=self._held,
-            on_give_up=lambda exc: self.halt(StopReason.DATABASE, str(exc)),
-            give_up_early=lambda: self.halt.end is not None and self.halt.end.reason is StopReason.SIGNAL,
+        #: The run's one database thread; database trouble is waited out (`scheduler.sending.run_database`).
+        self.db = RunDatabase(
+            engine,
+            now=now,
+            wait=DatabaseWait(
+                outage_wait_s=settings.database.outage_wait_s,
+                describe_held=self._held,
+                on_give_up=lambda exc: self.halt(StopReason.DATABASE, str(exc)),
+                give_up_early=lambda: self.halt.end is not None and self.halt.end.reason is StopReason.SIGNAL,
+            ),
         )
         self.writer = ResultWriter(
             engine,
             batch_rows=self.dispatch.write_batch_rows,
             batch_ms=self.dispatch.write_batch_ms,
-            executor=self._db,
-            wait=self.db_wait,
+            executor=self.db.executor,
+            wait=self.db.wait,
             journal=Journal(settings.database.journal_directory(), journal_key(settings.database.url)),
         )
         self.stats = RunStats()
@@ -170,22 +169,10 @@ class Dispatcher:
         self._run_id: int | None = None
         self._recovery = run_records.Recovery(recovered_unknown=0, remaining=0)
 
-    async def _in_db(self, func: Callable[..., T], *args: Any) -> T:
-        """Run a database write on the run's one database thread.
-
-        Claims, result batches and state changes never contend with each other inside this process,
-        so SQLite's busy handler (which sleeps in steps of up to 100 ms) never gets involved.
-        Database trouble is waited out (`db_wait`): the call is retried until the database answers.
-        """
-        loop = asyncio.get_running_loop()
-        return await self.db_wait.run(
-            lambda: loop.run_in_executor(self._db, functools.partial(func, *args)), what=func.__name__
-        )
-
     async def _claim_rows(self, limit: int) -> list[ClaimedRow]:
         """A claim, or none when the run gave up on the database (it halts then)."""
         try:
-            return await self._in_db(self._claim, limit)
+            return await self.db.call(self._claim, limit)
         except DatabaseUnavailableError:
             return []
 
@@ -196,7 +183,7 @@ class Dispatcher:
         back to the queue when the lease expires.
         """
         try:
-            return await self._in_db(self._mark, rows)
+            return await self.db.call(self._mark, rows)
         except DatabaseUnavailableError:
             return []
 
@@ -207,22 +194,13 @@ class Dispatcher:
             f"{len(self.sends)} requests in flight, sending paused"
         )
 
-    async def _in_txn(self, func: Callable[..., T], **kwargs: Any) -> T:
-        """`func(conn, now=..., **kwargs)` in one write transaction on the run's database thread."""
-        return await self._in_db(self._transact, func, kwargs)
-
-    def _transact(self, func: Callable[..., T], kwargs: dict[str, Any]) -> T:
-        now = self.now()
-        with write_transaction(self.engine) as conn:
-            return func(conn, now=now, **kwargs)
-
     # ----------------------------------------------------------------- run
     async def run(self) -> RunReport:
         """Send the campaign; return how it ended (never raises for platform errors)."""
         try:
             await self._prepare()
         except BaseException:
-            self._db.shutdown(wait=False)
+            self.db.shutdown()
             raise
         writer_task = self.writer.start()
         helpers = [
@@ -244,7 +222,7 @@ class Dispatcher:
         try:
             return await self._finish()
         finally:
-            self._db.shutdown(wait=False)
+            self.db.shutdown()
 
     async def _forced_stop(self, tasks: list[asyncio.Task[None]]) -> None:
         """A second Ctrl-C: stop at once, but still write every result and the campaign's state."""
@@ -253,7 +231,7 @@ class Dispatcher:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._shutdown(grace_s=0)
         self.last_report = await self._finish()
-        self._db.shutdown(wait=False)
+        self.db.shutdown()
 
     async def _supervise(self, pump: asyncio.Task[None], helpers: list[asyncio.Task[None]]) -> None:
         """Wait for the send loop; a helper that dies halts the run (never half-alive)."""
@@ -291,7 +269,7 @@ class Dispatcher:
             window_s=self.limits.tier_window_h * 3600,
             clock=self.now,
         )
-        self._run_id = await self._in_txn(
+        self._run_id = await self.db.in_txn(
             run_records.start_run, campaign_id=ref.id, owner=self.owner, lease_s=self.dispatch.lease_s
         )
 
@@ -302,7 +280,7 @@ class Dispatcher:
         seen: datetime | None = None
         while True:
             try:
-                return await self._in_txn(run_records.recover_and_sweep, campaign=self.campaign)
+                return await self.db.in_txn(run_records.recover_and_sweep, campaign=self.campaign)
             except run_records.RunLeaseHeld as held:
                 if (seen is not None and held.until != seen) or self.stop.is_set():
                     raise
@@ -394,7 +372,7 @@ class Dispatcher:
         await self._drain_in_flight()
         await self.writer.flush()
         assert self.budget is not None
-        decision = await self._in_txn(
+        decision = await self.db.in_txn(
             run_records.idle_decision, campaign_id=self.campaign.id, budget=self.budget
         )
         if decision is None:
@@ -440,13 +418,15 @@ class Dispatcher:
         last_renew = time.monotonic()
         while not self.halted:
             await self.halt.unless_halted(asyncio.sleep(self.dispatch.control_poll_s))
-            ref = await self.db_wait.run(lambda: asyncio.to_thread(self._reload), what="poll", read_only=True)
+            ref = await self.db.wait.run(lambda: asyncio.to_thread(self._reload), what="poll", read_only=True)
             if ref.state == CampaignState.PAUSED:
                 self.halt(StopReason.PAUSED, f"paused ({ref.pause_reason or 'no reason given'})")
             elif ref.state == CampaignState.CANCELLED:
                 self.halt(StopReason.CANCELLED)
             if time.monotonic() - last_renew >= renew_every_s:
-                await self._in_txn(run_records.renew_leases, owner=self.owner, lease_s=self.dispatch.lease_s)
+                await self.db.in_txn(
+                    run_records.renew_leases, owner=self.owner, lease_s=self.dispatch.lease_s
+                )
                 last_renew = time.monotonic()
 
     def _reload(self) -> control.CampaignRef:
@@ -481,7 +461,7 @@ class Dispatcher:
     async def _finish(self) -> RunReport:
         """Record how the run ended (campaign state, run row) and report it."""
         end = self.halt.end or RunEnd(StopReason.ERROR, "")
-        counts = await self._in_txn(
+        counts = await self.db.in_txn(
             run_records.record_end,
             campaign_id=self.campaign.id,
             run_id=self._run_id,
