@@ -50,9 +50,7 @@ def plan(engine: Engine, statement: str, parameters: Any) -> list[str]:
 def walks_the_ledger(lines: list[str], parameters: Any) -> list[str]:
     """The plan lines that read rows in proportion to the ledger, not to the batch."""
     planned = "planned" in (parameters if isinstance(parameters, tuple | list) else ())
-    return [
-        line for line in lines if LEDGER_SCAN.match(line) or (planned and BY_STATE_ONLY.match(line))
-    ]
+    return [line for line in lines if LEDGER_SCAN.match(line) or (planned and BY_STATE_ONLY.match(line))]
 
 
 async def test_every_statement_a_run_repeats_finds_its_rows_by_key_not_by_walking_the_ledger(

@@ -366,8 +366,6 @@ def optin_cmd(app: AppContext, phones: tuple[str, ...], region: str | None, as_j
     click.echo(f"opted in {len(set(numbers))} (of which {cleared} were opted out)")
 
 
-
-
 _WHERE_HELP = "Only the members this segment expression keeps (the language: `wacamp segments --help`)."
 
 
@@ -449,5 +447,6 @@ def _export_rows(app: AppContext, list_id: int, where: str | None) -> tuple[list
         for row in segment_members(app.engine, list_id, where)
     )
     return ["phone", "consent", "opted_out", *keys], rows
+
 
 COMMANDS: list[click.Command] = [contacts_group]
