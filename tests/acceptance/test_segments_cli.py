@@ -161,7 +161,7 @@ def test_segments_through_the_cli_select_what_the_reference_selects(
     _check_refusals(run_wacamp)
 
 
-@pytest.mark.slow
+@pytest.mark.long  # ~7 minutes on 2 cores: make test-long, not CI
 @pytest.mark.timeout(1800)
 def test_segments_over_100k_contacts_through_the_cli(run_wacamp: Any, tmp_path: Path, cli_db: str) -> None:
     people = _import(run_wacamp, tmp_path, 100_000)
