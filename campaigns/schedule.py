@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 from campaigns.control import find_campaign
 from campaigns.core.db import write_transaction
 from campaigns.core.exceptions import UserError
-from campaigns.core.models import Campaign, Message, MessageState
+from campaigns.core.models import CAMPAIGN_TABLE, MESSAGE_TABLE, Campaign, MessageState
 
 #: Offsets of a phone number's candidate zones are compared at this instant (a fixed one, so the
 #: choice never depends on the day it is made).
@@ -283,8 +283,8 @@ def _earliest(*instants: datetime | None) -> datetime | None:
 
 def expire_past_deadline(engine: Engine, campaign_id: int, *, now: datetime) -> int:
     """Rows still planned once the campaign's deadline has passed become `skipped: expired`."""
-    campaign_t = Campaign.__table__  # type: ignore[attr-defined]
-    message_t = Message.__table__  # type: ignore[attr-defined]
+    campaign_t = CAMPAIGN_TABLE
+    message_t = MESSAGE_TABLE
     with write_transaction(engine) as conn:
         deadline = conn.execute(
             sa.select(campaign_t.c.deadline).where(campaign_t.c.id == campaign_id)
@@ -319,7 +319,7 @@ def apply_recipient_windows(
     window = SendWindow.of(campaign.window_start, campaign.window_end)
     if window is None or not campaign.recipient_local_time or campaign.id is None:
         return None
-    message_t = Message.__table__  # type: ignore[attr-defined]
+    message_t = MESSAGE_TABLE
     recheck_at: datetime | None = None
     last_id = 0
     while True:
@@ -348,7 +348,7 @@ def apply_recipient_windows(
 def _hold_until(engine: Engine, groups: dict[datetime, list[int]], *, now: datetime) -> None:
     if not groups:
         return
-    message_t = Message.__table__  # type: ignore[attr-defined]
+    message_t = MESSAGE_TABLE
     with write_transaction(engine) as conn:
         for opening, ids in groups.items():
             conn.execute(
@@ -423,7 +423,7 @@ def resolve_schedule(request: ScheduleRequest, *, campaign_tz: str = "UTC") -> R
 
 def store_schedule(engine: Engine, campaign_id: int, schedule: ResolvedSchedule, *, now: datetime) -> None:
     """Write a schedule onto a campaign that has not finished (refused for running/completed/cancelled)."""
-    campaign_t = Campaign.__table__  # type: ignore[attr-defined]
+    campaign_t = CAMPAIGN_TABLE
     with write_transaction(engine) as conn:
         row = find_campaign(conn, campaign_id)
         if row.state not in SCHEDULABLE_STATES:

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import InputFileError, NotFoundError
-from campaigns.core.models import Template
+from campaigns.core.models import TEMPLATE_TABLE, Template
 
 PLACEHOLDER_RE = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 MEDIA_HEADER_FORMATS = frozenset({"IMAGE", "VIDEO", "DOCUMENT"})
@@ -358,7 +358,7 @@ def store_templates(
     a template that comes back is live again.
     """
     at = now or utcnow()
-    table = Template.__table__  # type: ignore[attr-defined]
+    table = TEMPLATE_TABLE
     unique = {(r.name, r.language): r for r in records}
     with write_transaction(engine) as conn:
         existing = {
@@ -396,7 +396,7 @@ def store_templates(
 
 def find_templates(engine: Engine, *, name: str | None = None, status: str | None = None) -> list[Template]:
     """Stored templates (gone ones included), by name and language."""
-    table = Template.__table__  # type: ignore[attr-defined]
+    table = TEMPLATE_TABLE
     query = sa.select(table)
     if name is not None:
         query = query.where(table.c.name == name)
