@@ -39,13 +39,13 @@ _FIXED_WORDS: dict[type, str] = {
 
 
 #: What a person must do when the Marketing Messages API refuses a campaign (131055, STRICT).
-MARKETING_TERMS_TODO = (
+MARKETING_TERMS_REMEDY = (
     "an admin of the business portfolio accepts the Marketing Messages API terms in WhatsApp Manager, "
     "then `wacamp campaigns resume NAME` (or create the campaign again with --via cloud)"
 )
 MARKETING_TERMS_ADVICE = (
     f"paused the campaign: the business portfolio has not accepted the Marketing Messages API terms; "
-    f"{MARKETING_TERMS_TODO}"
+    f"{MARKETING_TERMS_REMEDY}"
 )
 
 
@@ -53,7 +53,7 @@ def stop_reason(action: StopCampaign, *, code: int | None, title: str) -> str:
     """Why a campaign was stopped, as its pause reason says it: the platform's words, and what to do."""
     reason = f"({code}) {title}".strip()
     if action.cause is Cause.MARKETING_TERMS:
-        return f"{reason}: {MARKETING_TERMS_TODO}"
+        return f"{reason}: {MARKETING_TERMS_REMEDY}"
     return reason
 
 

@@ -22,7 +22,16 @@ from sqlalchemy.engine import Engine
 from campaigns.core.dbtypes import utcnow
 from tests.reliability.crashing import CrashLog, crash_repeatedly, run_due_until_completed
 from tests.reliability.record import record
-from tests.reliability.support import ServedSandbox, audit, free_port, listening, run, served_sandbox, start
+from tests.reliability.support import (
+    Audit,
+    ServedSandbox,
+    audit,
+    free_port,
+    listening,
+    run,
+    served_sandbox,
+    start,
+)
 from tests.scheduling_support import campaign_state, make_campaign, phones, sandbox_env, sandbox_settings
 
 QUICK_KILLS = 3
@@ -43,7 +52,7 @@ def recipients_for(kills: int) -> list[str]:
     return phones(100 + 300 * kills)
 
 
-async def check(engine: Engine, campaign_id: int, sandbox: ServedSandbox, log: CrashLog, total: int) -> None:
+async def check(engine: Engine, campaign_id: int, sandbox: ServedSandbox, log: CrashLog, total: int) -> Audit:
     stats = await sandbox.stats()
     result = audit(engine, [campaign_id], stats)
     record("crash_points", log.kills)
@@ -61,6 +70,7 @@ async def check(engine: Engine, campaign_id: int, sandbox: ServedSandbox, log: C
     assert set(result.by_state) <= {"accepted", "unknown"}, result.by_state
     accepted, unknown = result.by_state["accepted"], result.by_state["unknown"]
     assert accepted <= stats["accepted"] == len(stats["accepted_per_recipient"]) <= accepted + unknown
+    return result
 
 
 @asynccontextmanager
@@ -98,7 +108,7 @@ async def settle_unknown(sandbox: ServedSandbox, *, env: dict[str, str], cwd: Pa
     return int(json.loads(out)["resent"])
 
 
-async def crash_run_due(engine: Engine, sqlite_url: str, tmp_path: Path, *, kills: int, seed: int) -> None:
+async def crash_run_due(engine: Engine, sqlite_url: str, tmp_path: Path, *, kills: int, seed: int) -> Audit:
     """Kill run-due again and again; then settle the unknown rows through webhooks and resend the rest.
 
     Status webhooks (the row id travels in biz_opaque_callback_data) settle every unknown row the
@@ -133,12 +143,15 @@ async def crash_run_due(engine: Engine, sqlite_url: str, tmp_path: Path, *, kill
     assert settled.by_state["unknown"] == 0, settled.by_state
     assert sorted(stats["accepted_per_recipient"]) == sorted(p.lstrip("+") for p in recipients)
     assert set(stats["accepted_per_recipient"].values()) == {1}
+    return settled
 
 
 async def test_run_due_killed_at_random_moments_then_restarted_sends_nobody_twice_and_loses_nobody(
     sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
 ) -> None:
-    await crash_run_due(sqlite_engine, sqlite_url, tmp_path, kills=QUICK_KILLS, seed=1)
+    settled = await crash_run_due(sqlite_engine, sqlite_url, tmp_path, kills=QUICK_KILLS, seed=1)
+    assert settled.clean and settled.duplicates == 0, settled
+    assert settled.by_state["unknown"] == 0, settled.by_state
 
 
 @pytest.mark.slow
@@ -146,7 +159,9 @@ async def test_run_due_killed_at_random_moments_then_restarted_sends_nobody_twic
 async def test_run_due_killed_fifteen_times_then_restarted_sends_nobody_twice_and_loses_nobody(
     sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
 ) -> None:
-    await crash_run_due(sqlite_engine, sqlite_url, tmp_path, kills=SLOW_KILLS, seed=2)
+    settled = await crash_run_due(sqlite_engine, sqlite_url, tmp_path, kills=SLOW_KILLS, seed=2)
+    assert settled.clean and settled.duplicates == 0, settled
+    assert settled.by_state["unknown"] == 0, settled.by_state
 
 
 async def wait_serving(log_file: Path, worker: asyncio.subprocess.Process) -> None:
@@ -187,7 +202,7 @@ async def finish_with_worker(engine: Engine, campaign_id: int, *, env: dict[str,
     assert campaign_state(engine, campaign_id) == "completed"
 
 
-async def crash_worker(engine: Engine, sqlite_url: str, tmp_path: Path, *, kills: int, seed: int) -> None:
+async def crash_worker(engine: Engine, sqlite_url: str, tmp_path: Path, *, kills: int, seed: int) -> Audit:
     async with served_sandbox("--mps", "0", "--pair-spacing-s", "0", cwd=tmp_path) as sandbox:
         env = env_for(sandbox, sqlite_url)
         recipients = recipients_for(kills)
@@ -203,13 +218,14 @@ async def crash_worker(engine: Engine, sqlite_url: str, tmp_path: Path, *, kills
             args, env=env, cwd=tmp_path, engine=engine, campaign_id=cid, kills=kills, seed=seed
         )
         await finish_with_worker(engine, cid, env=env, cwd=tmp_path)
-        await check(engine, cid, sandbox, log, len(recipients))
+        return await check(engine, cid, sandbox, log, len(recipients))
 
 
 async def test_the_worker_killed_at_random_moments_then_restarted_sends_nobody_twice_and_loses_nobody(
     sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
 ) -> None:
-    await crash_worker(sqlite_engine, sqlite_url, tmp_path, kills=2, seed=3)
+    result = await crash_worker(sqlite_engine, sqlite_url, tmp_path, kills=2, seed=3)
+    assert result.clean and result.duplicates == 0, result
 
 
 @pytest.mark.slow
@@ -217,7 +233,8 @@ async def test_the_worker_killed_at_random_moments_then_restarted_sends_nobody_t
 async def test_the_worker_killed_fifteen_times_then_restarted_sends_nobody_twice_and_loses_nobody(
     sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
 ) -> None:
-    await crash_worker(sqlite_engine, sqlite_url, tmp_path, kills=SLOW_KILLS, seed=4)
+    result = await crash_worker(sqlite_engine, sqlite_url, tmp_path, kills=SLOW_KILLS, seed=4)
+    assert result.clean and result.duplicates == 0, result
 
 
 async def campaigns_run_exists(tmp_path: Path) -> bool:
@@ -227,7 +244,7 @@ async def campaigns_run_exists(tmp_path: Path) -> bool:
 
 async def crash_campaigns_run(
     engine: Engine, sqlite_url: str, tmp_path: Path, *, kills: int, seed: int
-) -> None:
+) -> Audit:
     if not await campaigns_run_exists(tmp_path):
         pytest.skip("`wacamp campaigns run` is not in this build")
     async with served_sandbox("--mps", "0", "--pair-spacing-s", "0", cwd=tmp_path) as sandbox:
@@ -249,13 +266,14 @@ async def crash_campaigns_run(
             if campaign_state(engine, cid) == "completed":
                 break
             await asyncio.sleep(0.5)
-        await check(engine, cid, sandbox, log, len(recipients))
+        return await check(engine, cid, sandbox, log, len(recipients))
 
 
 async def test_campaigns_run_killed_at_random_moments_then_run_again_sends_nobody_twice_and_loses_nobody(
     sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
 ) -> None:
-    await crash_campaigns_run(sqlite_engine, sqlite_url, tmp_path, kills=2, seed=5)
+    result = await crash_campaigns_run(sqlite_engine, sqlite_url, tmp_path, kills=2, seed=5)
+    assert result.clean and result.duplicates == 0, result
 
 
 @pytest.mark.slow
@@ -263,4 +281,5 @@ async def test_campaigns_run_killed_at_random_moments_then_run_again_sends_nobod
 async def test_campaigns_run_killed_fifteen_times_then_run_again_sends_nobody_twice_and_loses_nobody(
     sqlite_engine: Engine, sqlite_url: str, tmp_path: Path
 ) -> None:
-    await crash_campaigns_run(sqlite_engine, sqlite_url, tmp_path, kills=SLOW_KILLS, seed=6)
+    result = await crash_campaigns_run(sqlite_engine, sqlite_url, tmp_path, kills=SLOW_KILLS, seed=6)
+    assert result.clean and result.duplicates == 0, result
