@@ -58,90 +58,70 @@ class Outcome:
 #: The `message_status` of a send the platform holds for a new or recently non-GREEN template (pacing).
 HELD_STATUS = "held_for_quality_assessment"
 
-#: `state IN HELD` without an expanding parameter (the outcome statements run as executemany).
-_IS_HELD = sa.or_(m.state == CLAIMED, m.state == SENDING)
+#: `state IN (claimed, sending)` without an expanding parameter (the outcome statements run as executemany).
+_LEASED = sa.or_(m.state == CLAIMED, m.state == SENDING)
 
-_ACCEPT = (
-    sa.update(MESSAGE)
-    .where(m.id == sa.bindparam("b_id"))
-    .values(
-        # A status webhook may have moved the row on already: never move it back.
-        # An answer saying held_for_quality_assessment (template pacing) makes the row `held`.
-        state=sa.case(
-            (
-                sa.or_(m.state == SENDING, m.state == MessageState.UNKNOWN.value),
-                sa.case(
-                    (sa.bindparam("b_status") == HELD_STATUS, MessageState.HELD.value),
-                    else_=MessageState.ACCEPTED.value,
-                ),
+
+def _settle(*where: sa.ColumnElement[bool], **values: Any) -> sa.Update:
+    """One row's outcome (executemany on `b_id`): `values`, its lease given up, `updated_at` = `b_at`."""
+    lease_given_up: dict[str, Any] = {
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "updated_at": sa.bindparam("b_at"),
+    }
+    return sa.update(MESSAGE).where(m.id == sa.bindparam("b_id"), *where).values(**values, **lease_given_up)
+
+
+_ACCEPT = _settle(
+    # A status webhook may have moved the row on already: never move it back.
+    # An answer saying held_for_quality_assessment (template pacing) makes the row `held`.
+    state=sa.case(
+        (
+            sa.or_(m.state == SENDING, m.state == MessageState.UNKNOWN.value),
+            sa.case(
+                (sa.bindparam("b_status") == HELD_STATUS, MessageState.HELD.value),
+                else_=MessageState.ACCEPTED.value,
             ),
-            else_=m.state,
         ),
-        wamid=sa.func.coalesce(m.wamid, sa.bindparam("b_wamid")),
-        via=sa.func.coalesce(sa.bindparam("b_via"), m.via),
-        message_status=sa.bindparam("b_status"),
-        accepted_at=sa.func.coalesce(m.accepted_at, sa.bindparam("b_at")),
-        lease_owner=None,
-        lease_expires_at=None,
-        updated_at=sa.bindparam("b_at"),
-    )
+        else_=m.state,
+    ),
+    wamid=sa.func.coalesce(m.wamid, sa.bindparam("b_wamid")),
+    via=sa.func.coalesce(sa.bindparam("b_via"), m.via),
+    message_status=sa.bindparam("b_status"),
+    accepted_at=sa.func.coalesce(m.accepted_at, sa.bindparam("b_at")),
 )
 
-_REQUEUE = (
-    sa.update(MESSAGE)
-    .where(m.id == sa.bindparam("b_id"), _IS_HELD)
-    .values(
-        state=PLANNED,
-        next_attempt_at=sa.bindparam("b_next"),
-        error_code=sa.bindparam("b_code"),
-        error_title=sa.bindparam("b_title"),
-        attempts=m.attempts - sa.bindparam("b_refund"),
-        lease_owner=None,
-        lease_expires_at=None,
-        sending_at=None,
-        updated_at=sa.bindparam("b_at"),
-    )
+_REQUEUE = _settle(
+    _LEASED,
+    state=PLANNED,
+    next_attempt_at=sa.bindparam("b_next"),
+    error_code=sa.bindparam("b_code"),
+    error_title=sa.bindparam("b_title"),
+    attempts=m.attempts - sa.bindparam("b_refund"),
+    sending_at=None,
 )
 
-_FAIL = (
-    sa.update(MESSAGE)
-    .where(m.id == sa.bindparam("b_id"), m.state == SENDING)
-    .values(
-        state=MessageState.FAILED.value,
-        dedup_hash=None,
-        error_code=sa.bindparam("b_code"),
-        error_title=sa.bindparam("b_title"),
-        failed_at=sa.bindparam("b_at"),
-        lease_owner=None,
-        lease_expires_at=None,
-        updated_at=sa.bindparam("b_at"),
-    )
+_FAIL = _settle(
+    m.state == SENDING,
+    state=MessageState.FAILED.value,
+    dedup_hash=None,
+    error_code=sa.bindparam("b_code"),
+    error_title=sa.bindparam("b_title"),
+    failed_at=sa.bindparam("b_at"),
 )
 
-_UNKNOWN = (
-    sa.update(MESSAGE)
-    .where(m.id == sa.bindparam("b_id"), m.state == SENDING)
-    .values(
-        state=MessageState.UNKNOWN.value,
-        error_code=sa.bindparam("b_code"),
-        error_title=sa.bindparam("b_title"),
-        lease_owner=None,
-        lease_expires_at=None,
-        updated_at=sa.bindparam("b_at"),
-    )
+_UNKNOWN = _settle(
+    m.state == SENDING,
+    state=MessageState.UNKNOWN.value,
+    error_code=sa.bindparam("b_code"),
+    error_title=sa.bindparam("b_title"),
 )
 
-_RELEASE = (
-    sa.update(MESSAGE)
-    .where(m.id == sa.bindparam("b_id"), _IS_HELD)
-    .values(
-        state=PLANNED,
-        attempts=m.attempts - 1,
-        lease_owner=None,
-        lease_expires_at=None,
-        sending_at=None,
-        updated_at=sa.bindparam("b_at"),
-    )
+_RELEASE = _settle(
+    _LEASED,
+    state=PLANNED,
+    attempts=m.attempts - 1,
+    sending_at=None,
 )
 
 
