@@ -135,6 +135,10 @@ class CampaignRef:
     #: The send path ("cloud", "marketing"; None = the sender's API) and its product_policy.
     via: str | None = None
     product_policy: str | None = None
+    #: What its frequency cap rule reads (`campaigns.caps.rule_for`).
+    category: str = "MARKETING"
+    frequency_cap: str | None = None
+    cap_policy: str | None = None
 
     @classmethod
     def of(cls, campaign: Campaign) -> CampaignRef:
@@ -149,6 +153,9 @@ class CampaignRef:
             resume_after=campaign.resume_after,
             via=campaign.via,
             product_policy=campaign.product_policy,
+            category=campaign.category,
+            frequency_cap=campaign.frequency_cap,
+            cap_policy=campaign.cap_policy,
         )
 
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, select
 
+from campaigns.caps import checked_override
 from campaigns.content.media import MediaFile, check_media_file
 from campaigns.content.paths import MARKETING, SendPathRefused, choose_via
 from campaigns.content.personalisation import BindingError, Bindings, binding_problems, canonical_key
@@ -54,6 +55,8 @@ class CampaignDefinition:
     segment: str | None = None  # or the name of a saved one; its expression is copied
     header_media_file: Path | None = None  # uploaded per sender when planned (campaigns.content.media)
     via: Literal["cloud", "marketing"] | None = None  # --via: the send path (campaigns.content.paths)
+    cap: str | None = None  # --cap: "1/30d" or "none" instead of the configured cap (campaigns.caps)
+    cap_policy: str | None = None  # --cap-policy: "wait" or "skip" instead of [limits] cap_policy
 
 
 def bindings_of(campaign: Campaign) -> Bindings:
@@ -161,6 +164,7 @@ def create_campaign(
         problems.append(str(exc))
     where = _audience(engine, definition, problems)
     via, product_policy = _send_path(definition, template, settings, problems)
+    frequency_cap, cap_policy = checked_override(definition.cap, definition.cap_policy, problems)
     at = now or utcnow()
     with write_transaction(engine) as conn:
         problems = _name_problems(conn, definition.name) + problems
@@ -192,6 +196,8 @@ def create_campaign(
             "audience_segment": definition.segment,
             "via": via,
             "product_policy": product_policy,
+            "frequency_cap": frequency_cap,
+            "cap_policy": cap_policy,
             "created_at": at,
             "updated_at": at,
         }

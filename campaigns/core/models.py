@@ -223,6 +223,10 @@ class Campaign(SQLModel, table=True):
     audience_where: str | None = Field(default=None, sa_column=Column(sa.Text()))
     #: The saved segment the expression was copied from at creation, for display.
     audience_segment: str | None = Field(default=None, sa_column=Column(sa.String(200)))
+    #: This campaign's frequency cap ("1/30d", "none"; `campaigns.caps`); None = the configured one.
+    frequency_cap: str | None = Field(default=None, sa_column=Column(sa.String(16)))
+    #: "wait" or "skip" for recipients at the cap; None = `[limits] cap_policy`.
+    cap_policy: str | None = Field(default=None, sa_column=Column(sa.String(8)))
     created_at: datetime = _created()
     updated_at: datetime = _created()
     planned_at: datetime | None = _ts()

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from campaigns.core.exceptions import ConfigError
+from campaigns.core.frequency_cap import CapPolicy, parse_cap
 
 ApiKind = Literal["cloud", "onprem", "marketing"]
 #: The path of a campaign on a Cloud sender: Cloud API or the Marketing Messages API.
@@ -127,8 +128,18 @@ class LimitsSettings(_Section):
     maintenance_retry_s: float = Field(ge=0)
     marketing_defer_h: float = Field(ge=0)
     customer_service_window_h: float = Field(gt=0)
+    #: Frequency caps per contact across campaigns (`campaigns.caps`): "2/7d" or "none".
+    marketing_cap: str = "none"
+    utility_cap: str = "none"
+    cap_policy: CapPolicy = "wait"
     tiers: dict[str, int]
     text: TextLimits
+
+    @field_validator("marketing_cap", "utility_cap")
+    @classmethod
+    def _readable_cap(cls, value: str) -> str:
+        cap = parse_cap(value)  # a ValueError names the value and the expected form
+        return "none" if cap is None else cap.text
 
     @model_validator(mode="after")
     def _known_tier(self) -> LimitsSettings:

@@ -19,6 +19,7 @@ import phonenumbers
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from campaigns.caps import preview, rule_for
 from campaigns.control import ledger_counts
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
@@ -63,6 +64,8 @@ class PlanSummary:
     example_prices: bool
     cost_by_country: list[CountryCost] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The frequency cap (`campaigns.caps`): cap, policy, portfolio, how many are at it now; None = no cap.
+    frequency_cap: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +104,25 @@ def _deferred(engine: Engine, campaign_id: int, now: datetime) -> int:
     )
     with engine.connect() as conn:
         return int(conn.execute(query).scalar_one())
+
+
+def _frequency_cap(
+    engine: Engine, settings: Settings, campaign: Campaign, now: datetime
+) -> dict[str, Any] | None:
+    """The campaign's cap and how many of its planned rows are at it now (None without a cap)."""
+    rule = rule_for(campaign, settings)
+    if rule is None:
+        return None
+    with engine.connect() as conn:
+        shown = preview(conn, rule, campaign_id=int(campaign.id or 0), now=now)
+    return {
+        "cap": rule.cap.text,
+        "policy": rule.policy,
+        "portfolio": rule.portfolio,
+        "at_cap_now": shown.at_cap,
+        "first_free_at": shown.first_free_at.isoformat() if shown.first_free_at else None,
+        "summary": shown.describe(),
+    }
 
 
 def _tier(settings: Settings, sender_tier: str) -> tuple[str, list[str]]:
@@ -167,6 +189,7 @@ def plan_summary(
         example_prices=card.example_values,
         cost_by_country=costs,
         notes=notes,
+        frequency_cap=_frequency_cap(engine, settings, campaign, now or utcnow()),
     )
 
 

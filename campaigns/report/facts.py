@@ -18,6 +18,7 @@ import phonenumbers
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from campaigns.caps import CAPPED, describe_setting, rule_for, waiting_for_cap
 from campaigns.control import find_campaign
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import ConfigError
@@ -90,6 +91,7 @@ def campaign_facts(
             "errors": _errors(groups, settings.limits),
             "throughput": _throughput(conn, campaign_id, series["sends"]),
             "tier": _tier(conn, settings, target, counts),
+            "frequency_cap": _frequency_cap(conn, settings, target, skipped, now or utcnow()),
             "replies": _replies(conn, campaign_id),
             "paths": _paths(conn, campaign_id),
             "cost": _cost(groups, target, card, category=effective_category(conn, target)),
@@ -307,6 +309,20 @@ def _tier(conn: Connection, settings: Settings, campaign: Campaign, counts: dict
     # every recipient the platform took (or may have taken) counts against the moving-window budget
     used = counts["accepted"] + counts["failed"] + counts["unknown"]
     return {"messaging_tier": tier, "source": source, "limit": limit, "recipients_counted": used}
+
+
+def _frequency_cap(
+    conn: Connection, settings: Settings, campaign: Campaign, skipped: dict[str, int], now: datetime
+) -> dict[str, Any]:
+    """The campaign's cap rule, its rows waiting for it now and those it skipped."""
+    rule = rule_for(campaign, settings)
+    return {
+        "cap": rule.cap.text if rule else None,
+        "policy": rule.policy if rule else None,
+        "rule": describe_setting(rule),
+        "waiting": waiting_for_cap(conn, int(campaign.id or 0), now=now),
+        "skipped": skipped.get(CAPPED, 0),
+    }
 
 
 def _replies(conn: Connection, campaign_id: int) -> dict[str, int]:

@@ -114,6 +114,10 @@ def _operations(facts: dict[str, Any]) -> Table:
         "tier budget used",
         f"{tier['recipients_counted']:,}{limit} unique recipients ({tier['messaging_tier']})",
     )
+    cap = facts.get("frequency_cap") or {}
+    if cap.get("cap"):
+        held = f"{cap['waiting']:,} waiting for it now, {cap['skipped']:,} skipped as capped"
+        table.add_row("frequency cap", f"{cap['cap']} ({cap['policy']}): {held}")
     paths = ", ".join(f"{via} {n:,}" for via, n in sorted(facts.get("paths", {}).items()))
     table.add_row("accepted by API", paths or "–")
     table.add_row(

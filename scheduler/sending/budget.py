@@ -162,6 +162,7 @@ def claim_within_budget(
     now: datetime,
     lease_s: float,
     lease_from: datetime | None = None,
+    gate: sa.ColumnElement[bool] | None = None,
 ) -> list[ClaimedRow]:
     """Claim up to `limit` rows without letting the claimed recipients exceed the budget.
 
@@ -169,7 +170,8 @@ def claim_within_budget(
     limited budget first takes its portfolio's lock (`scheduler.sending.leases.lock_portfolio`), so claims of
     one portfolio from several workers on PostgreSQL never both spend the same room.
     While the budget has room for the whole batch it is one plain claim; near the end it first claims
-    rows whose recipients cost nothing, then at most `remaining` others.
+    rows whose recipients cost nothing, then at most `remaining` others. `gate` narrows every claim
+    (the frequency cap's `scheduler.sending.caps.claimable`); the caller then holds the portfolio lock.
     """
     common: dict[str, Any] = {
         "campaign_id": campaign_id,
@@ -182,10 +184,11 @@ def claim_within_budget(
         lock_portfolio(conn, budget.portfolio)  # check-and-count one claim at a time per portfolio
     remaining = budget.remaining(conn, now)
     if remaining is None or remaining >= limit:
-        rows = ledger.claim(conn, limit=limit, **common)
+        rows = ledger.claim(conn, limit=limit, only=gate, **common)
     else:
-        rows = ledger.claim(conn, limit=limit, only=budget.free_filter(now), **common)
-        rows += ledger.claim(conn, limit=min(remaining, limit - len(rows)), **common)
+        free = budget.free_filter(now) if gate is None else sa.and_(budget.free_filter(now), gate)
+        rows = ledger.claim(conn, limit=limit, only=free, **common)
+        rows += ledger.claim(conn, limit=min(remaining, limit - len(rows)), only=gate, **common)
     budget.count(conn, rows, now)
     return rows
 

@@ -39,6 +39,7 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 
 from campaigns import control
+from campaigns.caps import CapRule, rule_for
 from campaigns.content.media import refresh_media_of
 from campaigns.core.db import write_transaction
 from campaigns.core.dbtypes import utcnow
@@ -51,7 +52,7 @@ from campaigns.core.exceptions import (
 from campaigns.core.models import CampaignState
 from campaigns.core.settings import Settings
 from scheduler.providers.base import Provider
-from scheduler.sending import leases, ledger, run_records
+from scheduler.sending import caps, leases, ledger, run_records
 from scheduler.sending.budget import TierBudget, TierChoice, claim_within_budget, resolve_tier
 from scheduler.sending.claims import ClaimAhead, mark_group_size
 from scheduler.sending.halt import Halt
@@ -140,6 +141,8 @@ class Dispatcher:
         )
         self.stats = RunStats()
         self.budget: TierBudget | None = None
+        #: The frequency cap its recipients are held to (`campaigns.caps`); None = no cap.
+        self.cap: CapRule | None = None
         self.tier: TierChoice | None = None
         self.claims = ClaimAhead(self._claim_rows, self._mark_rows)
         #: Never more sends in flight than the provider has connections (`InFlight`).
@@ -269,6 +272,9 @@ class Dispatcher:
             window_s=self.limits.tier_window_h * 3600,
             clock=self.now,
         )
+        self.cap = rule_for(ref, self.settings)
+        if self.cap is not None:
+            self.announce(self.cap.describe())
         self._run_id = await self.db.in_txn(
             run_records.start_run, campaign_id=ref.id, owner=self.owner, lease_s=self.dispatch.lease_s
         )
@@ -309,6 +315,9 @@ class Dispatcher:
         assert self.budget is not None
         now = self.now()
         with write_transaction(self.engine) as conn:
+            if self.cap is not None:  # check-and-claim one claim at a time per portfolio
+                leases.lock_portfolio(conn, self.cap.portfolio)
+                caps.hold_capped(conn, self.cap, campaign_id=self.campaign.id, now=now, limit=limit)
             rows = claim_within_budget(
                 conn,
                 budget=self.budget,
@@ -318,6 +327,7 @@ class Dispatcher:
                 now=now,
                 lease_s=self.dispatch.lease_s,
                 lease_from=leases.db_now(conn),
+                gate=caps.claimable(self.cap, now),
             )
         if not self.budget.unlimited:
             self._claimed_at.update((row.id, now) for row in rows)

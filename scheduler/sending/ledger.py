@@ -62,7 +62,7 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _due_ids(
+def due_ids(
     *, campaign_id: int, now: datetime, limit: int, extra: sa.ColumnElement[bool] | None
 ) -> sa.Select[Any]:
     """The ids of the first `limit` due planned rows, contacts that must not get them now left out."""
@@ -113,7 +113,7 @@ def claim(
     """
     if limit <= 0:
         return []
-    ids = _due_ids(campaign_id=campaign_id, now=now, limit=limit, extra=only)
+    ids = due_ids(campaign_id=campaign_id, now=now, limit=limit, extra=only)
     picked: Any = ids.scalar_subquery()
     if conn.dialect.name == "postgresql":
         # Materialized once: an IN (sub-select … SKIP LOCKED) may be re-run by the planner and then

@@ -13,6 +13,7 @@ import click
 from rich.progress import Progress
 from rich.table import Table
 
+from campaigns.caps import describe_setting, rule_for, waiting_for_cap
 from campaigns.control import find_campaign, ledger_counts
 from campaigns.core.dbtypes import utcnow
 from campaigns.core.exceptions import UserError
@@ -120,6 +121,18 @@ def _assignments(ctx: click.Context, param: click.Parameter, values: tuple[str, 
     help="Send through the Marketing Messages API (MARKETING templates only) or the Cloud API; "
     "default: the sender's api, and for a MARKETING template on a Cloud sender [marketing] default_via.",
 )
+@click.option(
+    "--cap",
+    metavar="COUNT/WINDOW",
+    help="This campaign's frequency cap per contact across every campaign of the portfolio, e.g. 1/30d, "
+    "or none; default: [limits] marketing_cap / utility_cap.",
+)
+@click.option(
+    "--cap-policy",
+    type=click.Choice(["wait", "skip"]),
+    help="A recipient at the cap waits until the window frees it, or is skipped as `capped` "
+    "(default: [limits] cap_policy).",
+)
 @json_option
 @pass_app
 def create_cmd(
@@ -138,6 +151,8 @@ def create_cmd(
     where: str | None,
     segment: str | None,
     via: Literal["marketing", "cloud"] | None,
+    cap: str | None,
+    cap_policy: str | None,
     as_json: bool,
     **schedule: Any,
 ) -> None:
@@ -160,6 +175,8 @@ def create_cmd(
           --guardrail max_optout_rate=0.01
       wacamp campaigns create milan --list customers --template promo --language it \\
           --param 1={first_name} --where 'citta = "Milano" and eta >= 30'
+      wacamp campaigns create gentle --list it --template promo --language it \\
+          --param 1={first_name} --cap 2/7d --cap-policy skip
 
     An A/B test instead of --template: two variants (templates, or one template with other
     parameters) drawn for the first 10 % of the list; after --rollout-wait the one read more often
@@ -182,7 +199,11 @@ def create_cmd(
     is CLOUD_API_FALLBACK (the default), else the campaign pauses and says what to do.
 
     With --where or --segment only the list members the segment keeps are planned (`campaigns plan`
-    says how many it kept and dropped). With --at the campaign is sent by `wacamp run-due` /
+    says how many it kept and dropped). With a frequency cap (--cap, or [limits] marketing_cap) a
+    contact gets at most COUNT templates of the category in any WINDOW across every campaign of the
+    portfolio: the others wait for the window (or are skipped with --cap-policy skip).
+
+    With --at the campaign is sent by `wacamp run-due` /
     `wacamp worker` (see `campaigns schedule`).
     """
     bindings = ab_bindings(params, defaults, button_payloads, header_media_url)
@@ -211,6 +232,8 @@ def create_cmd(
         where=where,
         segment=segment,
         via=via,
+        cap=cap,
+        cap_policy=cap_policy,
     )
     campaign = create_campaign(app.engine, settings=app.settings, definition=definition)
     if campaign.id is not None:
@@ -280,6 +303,8 @@ def _print_summary(summary: PlanSummary) -> None:
     click.echo(f"time: {duration} at {summary.rate_per_s:g} msg/s (sender {summary.sender})")
     limit = "unlimited" if summary.tier_limit is None else f"{summary.tier_limit} unique recipients / 24 h"
     click.echo(f"tier: {summary.messaging_tier} ({limit}): {summary.days_needed} day(s)")
+    if summary.frequency_cap is not None:
+        click.echo(summary.frequency_cap["summary"])
     example = " (example prices)" if summary.example_prices else ""
     click.echo(
         f"cost: about {summary.currency} {summary.estimated_cost:,.2f} for {summary.category.lower()} "
@@ -361,6 +386,8 @@ def show_cmd(app: AppContext, campaign: str, as_json: bool) -> None:
     }
     with app.engine.connect() as conn:
         data["rollout"] = describe_rollout(conn, target, now=utcnow())
+        data["frequency_cap"] = describe_setting(rule_for(target, app.settings))
+        data["waiting_for_cap"] = waiting_for_cap(conn, int(target.id or 0), now=utcnow()) or None
     data["ab"] = describe_ab(target)
     data["test_sends"] = [_test_send(sent) for sent in recorded_test_sends(app.engine, int(target.id or 0))]
     if as_json:
