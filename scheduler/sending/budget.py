@@ -163,6 +163,7 @@ def claim_within_budget(
     lease_s: float,
     lease_from: datetime | None = None,
     gate: sa.ColumnElement[bool] | None = None,
+    sending: bool = False,
 ) -> list[ClaimedRow]:
     """Claim up to `limit` rows without letting the claimed recipients exceed the budget.
 
@@ -172,6 +173,7 @@ def claim_within_budget(
     While the budget has room for the whole batch it is one plain claim; near the end it first claims
     rows whose recipients cost nothing, then at most `remaining` others. `gate` narrows every claim
     (the frequency cap's `scheduler.sending.caps.claimable`); the caller then holds the portfolio lock.
+    With `sending` the claimed rows are marked `sending` in the same statement (`ledger.claim`).
     """
     common: dict[str, Any] = {
         "campaign_id": campaign_id,
@@ -179,6 +181,7 @@ def claim_within_budget(
         "now": now,
         "lease_s": lease_s,
         "lease_from": lease_from,
+        "sending": sending,
     }
     if not budget.unlimited:
         lock_portfolio(conn, budget.portfolio)  # check-and-count one claim at a time per portfolio

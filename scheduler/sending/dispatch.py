@@ -172,10 +172,10 @@ class Dispatcher:
         self._run_id: int | None = None
         self._recovery = run_records.Recovery(recovered_unknown=0, remaining=0)
 
-    async def _claim_rows(self, limit: int) -> list[ClaimedRow]:
-        """A claim, or none when the run gave up on the database (it halts then)."""
+    async def _claim_rows(self, limit: int, sending: bool) -> list[ClaimedRow]:
+        """A claim (marked `sending` too if asked), or none when the run gave up on the database."""
         try:
-            return await self.db.call(self._claim, limit)
+            return await self.db.call(self._claim, limit, sending)
         except DatabaseUnavailableError:
             return []
 
@@ -311,7 +311,7 @@ class Dispatcher:
         ahead = math.ceil(self.pace.rate_per_s * CLAIM_AHEAD_S)
         return max(1, min(self.dispatch.claim_batch, ahead))
 
-    def _claim(self, limit: int) -> list[ClaimedRow]:
+    def _claim(self, limit: int, sending: bool = False) -> list[ClaimedRow]:
         assert self.budget is not None
         now = self.now()
         with write_transaction(self.engine) as conn:
@@ -328,6 +328,7 @@ class Dispatcher:
                 lease_s=self.dispatch.lease_s,
                 lease_from=leases.db_now(conn),
                 gate=caps.claimable(self.cap, now),
+                sending=sending,
             )
         if not self.budget.unlimited:
             self._claimed_at.update((row.id, now) for row in rows)

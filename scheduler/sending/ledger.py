@@ -100,6 +100,7 @@ def claim(
     lease_s: float,
     lease_from: datetime | None = None,
     only: sa.ColumnElement[bool] | None = None,
+    sending: bool = False,
 ) -> list[ClaimedRow]:
     """Lease up to `limit` due planned rows to `owner` for `lease_s`, in id order.
 
@@ -109,7 +110,8 @@ def claim(
     One ``UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING``; on PostgreSQL the sub-select takes
     ``FOR UPDATE SKIP LOCKED`` so concurrent workers never wait on, nor share, a row. A claimed row
     says nothing about the wire: `mark_sending` does, just before the request. `only` narrows the
-    candidates (the tier budget uses it).
+    candidates (the tier budget uses it). With `sending` the rows are marked `sending` in the same
+    statement (`scheduler.sending.claims`: when the whole claim fits in one mark group).
     """
     if limit <= 0:
         return []
@@ -128,11 +130,11 @@ def claim(
         # 174 ms per 200 rows at 1M); a term it cannot index leaves it the picked ids' rowids (issue #17).
         .where(m.state.concat("") == PLANNED)
         .values(
-            state=CLAIMED,
+            state=SENDING if sending else CLAIMED,
             lease_owner=owner,
             lease_expires_at=(lease_from or now) + timedelta(seconds=lease_s),
             claimed_at=now,
-            sending_at=None,
+            sending_at=now if sending else None,
             attempts=m.attempts + 1,
             updated_at=now,
         )

@@ -42,6 +42,18 @@ def test_claim_leases_due_planned_rows_in_id_order_without_saying_anything_about
     assert states(engine, cid) == {"claimed": 4, "planned": 6}
 
 
+def test_a_claim_asked_to_mark_leases_its_rows_as_sending_in_the_same_statement(engine: Engine) -> None:
+    cid = seed_campaign(engine, recipients=5)
+    at = utcnow()
+    with write_transaction(engine) as conn:
+        claimed = ledger.claim(conn, campaign_id=cid, owner="w1", limit=3, now=at, lease_s=60, sending=True)
+    assert len(claimed) == 3
+    stored = [r for r in rows(engine, cid) if r.id in {c.id for c in claimed}]
+    assert all(r.state == MessageState.SENDING and r.sending_at == r.claimed_at for r in stored)
+    assert all(r.lease_owner == "w1" for r in stored)
+    assert states(engine, cid) == {"sending": 3, "planned": 2}
+
+
 def test_only_the_holder_marks_its_claimed_rows_sending_and_only_once(engine: Engine) -> None:
     cid = seed_campaign(engine, recipients=4)
     claimed = _claim(engine, cid, limit=3, owner="me", mark=False)

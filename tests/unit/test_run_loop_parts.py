@@ -50,7 +50,8 @@ async def test_a_wait_that_ends_before_a_halt_reports_it_finished() -> None:
 async def test_claims_ahead_top_up_to_one_batch_and_give_back_what_was_not_sent() -> None:
     asked: list[int] = []
 
-    async def claim(limit: int) -> list[ClaimedRow]:
+    async def claim(limit: int, sending: bool) -> list[ClaimedRow]:
+        assert not sending  # batch 4 > group 1: the marks are separate commits
         asked.append(limit)
         return claimed(len(asked) * 100, limit)
 
@@ -70,7 +71,7 @@ async def test_claims_ahead_top_up_to_one_batch_and_give_back_what_was_not_sent(
 
 
 async def test_no_claim_starts_once_the_run_halted() -> None:
-    async def claim(limit: int) -> list[ClaimedRow]:
+    async def claim(limit: int, sending: bool) -> list[ClaimedRow]:
         raise AssertionError("claimed after the halt")
 
     async def mark(rows: list[ClaimedRow]) -> list[ClaimedRow]:
@@ -84,7 +85,8 @@ async def test_rows_are_marked_sending_in_groups_just_ahead_and_a_row_the_mark_l
 ):
     groups: list[list[int]] = []
 
-    async def claim(limit: int) -> list[ClaimedRow]:
+    async def claim(limit: int, sending: bool) -> list[ClaimedRow]:
+        assert not sending
         return claimed(100, limit) if not groups else []
 
     async def mark(rows: list[ClaimedRow]) -> list[ClaimedRow]:
@@ -102,6 +104,24 @@ async def test_rows_are_marked_sending_in_groups_just_ahead_and_a_row_the_mark_l
     assert handed == [100, 101, 102, 103, 104, 106, 107, 108, 109]
     assert all(len(group) <= 4 for group in groups) and groups[1][0] == 104
     assert mark_group_size(80) == 8 and mark_group_size(1000) == 100 and mark_group_size(0.5) == 1
+
+
+async def test_a_claim_that_fits_in_one_mark_group_marks_its_rows_itself_in_one_commit() -> None:
+    asked: list[tuple[int, bool]] = []
+
+    async def claim(limit: int, sending: bool) -> list[ClaimedRow]:
+        asked.append((limit, sending))
+        return claimed(100 * len(asked), limit) if len(asked) < 3 else []
+
+    async def mark(rows: list[ClaimedRow]) -> list[ClaimedRow]:
+        raise AssertionError("a separate mark commit")
+
+    claims = ClaimAhead(claim, mark)
+    handed = []
+    while (row := await claims.next_row(batch=4, group=10, halted=False)) is not None:
+        handed.append(row.id)
+    assert handed == [100, 101, 102, 103, 200, 201, 202]
+    assert asked == [(4, True), (3, True), (3, True)]  # topped up below half a batch, never above one
 
 
 async def test_a_slot_wait_ends_when_a_send_ends_or_the_run_halts() -> None:
