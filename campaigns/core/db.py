@@ -30,8 +30,23 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+#: libpq TCP keepalives: a connection whose server vanished (no FIN, no RST) is noticed in about a
+#: minute instead of when the kernel gives up (hours), and its error is then waited out like any outage.
+POSTGRES_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
 def make_engine(
-    url: str, *, busy_timeout_s: float = 30.0, pool_size: int = 5, max_overflow: int = 5
+    url: str,
+    *,
+    busy_timeout_s: float = 30.0,
+    pool_size: int = 5,
+    max_overflow: int = 5,
+    connect_timeout_s: int = 10,
 ) -> Engine:
     """An engine for a wacamp database URL (SQLite or PostgreSQL)."""
     if url.startswith("postgresql://"):
@@ -51,6 +66,7 @@ def make_engine(
         pool_pre_ping=True,
         pool_recycle=1800,
         json_deserializer=json_loads,
+        connect_args={"connect_timeout": connect_timeout_s, **POSTGRES_KEEPALIVES},
     )
 
 
@@ -69,7 +85,11 @@ def json_loads(text: str | bytes | memoryview) -> Any:
 def engine_from_settings(settings: Any) -> Engine:
     db = settings.database
     return make_engine(
-        db.url, busy_timeout_s=db.busy_timeout_s, pool_size=db.pool_size, max_overflow=db.max_overflow
+        db.url,
+        busy_timeout_s=db.busy_timeout_s,
+        pool_size=db.pool_size,
+        max_overflow=db.max_overflow,
+        connect_timeout_s=db.connect_timeout_s,
     )
 
 

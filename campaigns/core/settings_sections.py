@@ -32,6 +32,8 @@ class DatabaseSettings(_Section):
     busy_timeout_s: float = Field(gt=0)
     pool_size: int = Field(ge=1)
     max_overflow: int = Field(ge=0)
+    #: PostgreSQL: a connection attempt gives up after this many seconds (libpq takes whole seconds, >= 2).
+    connect_timeout_s: int = Field(default=10, ge=2)
     #: How long a run waits for a database that is unreachable, locked or restarting before it stops (75).
     outage_wait_s: float = Field(ge=0)
     #: Where results that could not be written are journaled; "" = next to the SQLite file, else the
