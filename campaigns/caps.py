@@ -31,8 +31,8 @@ import sqlalchemy as sa
 from campaigns.core.dbtypes import UTCDateTime
 from campaigns.core.frequency_cap import NO_CAP, Cap, CapPolicy, check_policy, parse_cap
 from campaigns.core.models import CAMPAIGN_TABLE as CAMPAIGN
+from campaigns.core.models import DEDUP_BLOCKING_STATES, MessageState
 from campaigns.core.models import MESSAGE_TABLE as MESSAGE
-from campaigns.core.models import MessageState
 from campaigns.core.settings import Settings
 
 #: The skip reason of a row skipped at the cap (``--cap-policy skip``).
@@ -40,20 +40,9 @@ CAPPED = "capped"
 #: How a row waiting for the cap is titled (``error_title``), so the plan and the report can count it.
 WAIT_TITLE = "frequency cap"
 
-#: States of a row that count for its contact's cap (sent, maybe sent, or about to be).
-COUNTED = tuple(
-    state.value
-    for state in (
-        MessageState.CLAIMED,
-        MessageState.SENDING,
-        MessageState.ACCEPTED,
-        MessageState.HELD,
-        MessageState.SENT,
-        MessageState.DELIVERED,
-        MessageState.READ,
-        MessageState.UNKNOWN,
-    )
-)
+#: States of a row that count for its contact's cap: those that block the same content again (it was
+#: given, or may have been), but `planned` (not yet: claimed rows count, from their claim).
+COUNTED = tuple(sorted(state.value for state in DEDUP_BLOCKING_STATES - {MessageState.PLANNED}))
 
 
 class CappedCampaign(Protocol):
