@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -80,6 +80,17 @@ class PlanOutcome:
         return self.planned + sum(self.skipped.values())
 
 
+class Member(Protocol):
+    """A list member as the planner reads it (a row of `_members_query`, by attribute)."""
+
+    id: int
+    phone: str
+    attributes: dict[str, Any] | None
+    consent: bool
+    suppressed_at: datetime | None
+    marketing_deferred_until: datetime | None
+
+
 @dataclass
 class _Chunk:
     """Rows of one batch before ids are known: planned ones carry their body up to the id."""
@@ -114,15 +125,13 @@ class _RowBuilder:
             limits=personaliser.limits,
         )
 
-    def skip_reason_and_render(self, contact: Mapping[Any, Any]) -> tuple[str | None, Any]:
-        if contact["suppressed_at"] is not None:
+    def skip_reason_and_render(self, contact: Member) -> tuple[str | None, Any]:
+        if contact.suppressed_at is not None:
             return SkipReason.SUPPRESSED.value, None
-        if not contact["consent"]:
+        if not contact.consent:
             return SkipReason.NO_CONSENT.value, None
         try:
-            return None, self.personaliser.render(
-                phone=contact["phone"], attributes=contact["attributes"] or {}
-            )
+            return None, self.personaliser.render(phone=contact.phone, attributes=contact.attributes or {})
         except MissingColumn as exc:
             return f"{SkipReason.MISSING_PARAM.value}:{exc.column}", None
         except ParameterTooLong:
@@ -130,12 +139,12 @@ class _RowBuilder:
         except PayloadError:
             return SkipReason.INVALID_PARAM.value, None
 
-    def add(self, chunk: _Chunk, contact: Mapping[Any, Any], *, now: datetime) -> None:
+    def add(self, chunk: _Chunk, contact: Member, *, now: datetime) -> None:
         reason, rendered = self.skip_reason_and_render(contact)
         row = {  # campaign_id, planned_at and updated_at are the same for all: `_write_chunk` adds them
-            "contact_id": contact["id"],
-            "phone": contact["phone"],
-            "stage": self.stage_of(contact["id"]),
+            "contact_id": contact.id,
+            "phone": contact.phone,
+            "stage": self.stage_of(contact.id),
             "variant": self.variant,
             "content_hash": rendered.content_hash if rendered else "",
             "dedup_hash": None,
@@ -148,13 +157,13 @@ class _RowBuilder:
         if reason is not None:
             chunk.skipped.append(row)
             return
-        deferred = contact["marketing_deferred_until"]
+        deferred = contact.marketing_deferred_until
         row.update(
             state=MessageState.PLANNED.value,
             skip_reason=None,
             dedup_hash=rendered.content_hash,
             next_attempt_at=deferred if deferred is not None and deferred > now else None,
-            _head=self.formatter.head(to=contact["phone"], components_json=rendered.components_json),
+            _head=self.formatter.head(to=contact.phone, components_json=rendered.components_json),
         )
         chunk.planned.append(row)
 
@@ -328,17 +337,17 @@ def _next_members(
     The ledger rows of the batch's id range are read with one range query on the (campaign_id,
     contact_id) index: an anti-join would make the database look at the whole ledger for every batch.
     """
-    members = [
-        row._mapping
-        for row in conn.execute(
+    # Rows, not `row._mapping`: a mapping object per member cost 9 % of planning (issue #17).
+    members: list[Any] = list(
+        conn.execute(
             _members_query(
                 campaign, after_id=after_id, limit=limit, only_contacts=only_contacts, segment=segment
             )
         )
-    ]
+    )
     if not members:
         return [], None
-    low, high = int(members[0]["id"]), int(members[-1]["id"])
+    low, high = int(members[0].id), int(members[-1].id)
     planned = set(
         conn.execute(
             sa.select(MESSAGE.c.contact_id).where(
@@ -346,7 +355,7 @@ def _next_members(
             )
         ).scalars()
     )
-    return [m for m in members if m["id"] not in planned], high
+    return [m for m in members if m.id not in planned], high
 
 
 def _personaliser(engine: Engine, campaign: Campaign, settings: Settings) -> tuple[Personaliser, str | None]:

@@ -188,7 +188,7 @@ class RowBuilder(Protocol):
 
     campaign_id: int | None
 
-    def add(self, chunk: Any, contact: Mapping[Any, Any], *, now: Any) -> None: ...
+    def add(self, chunk: Any, contact: Any, *, now: Any) -> None: ...
 
     def freeze(self, row: dict[str, Any], message_id: int) -> dict[str, Any]: ...
 
@@ -202,9 +202,10 @@ class VariantRows:
         self.rollout = rollout_of(campaign)
         self.builders = {v.name: make(variant_campaign(campaign, v), v.name) for v in ab.variants}
 
-    def add(self, chunk: Any, contact: Mapping[Any, Any], *, now: Any) -> None:
-        stage = self.rollout.stage_of(int(contact["id"])) if self.rollout is not None else None
-        name = self.ab.variant_for(int(contact["id"]), stage)
+    def add(self, chunk: Any, contact: Any, *, now: Any) -> None:
+        """`contact`: a list member row as the planner reads it (`campaigns.planning.planner.Member`)."""
+        stage = self.rollout.stage_of(int(contact.id)) if self.rollout is not None else None
+        name = self.ab.variant_for(int(contact.id), stage)
         if name is not None:  # None: the rest of an undecided test, planned once it is decided
             self.builders[name].add(chunk, contact, now=now)
 
