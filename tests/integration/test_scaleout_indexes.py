@@ -14,12 +14,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from campaigns.caps import CapRule
 from campaigns.core.db import make_engine, upgrade
 from campaigns.core.dbtypes import utcnow
+from campaigns.core.frequency_cap import parse_cap
 from campaigns.core.models import MessageState
 from scheduler.runs.reaper import expired_leases
 from scheduler.sending import ledger
 from scheduler.sending.budget import TierBudget
+from scheduler.sending.caps import claimable
 from scheduler.webhooks.status_updates import _progress_statement
 from tests.dispatch_support import seed_campaign
 
@@ -89,7 +92,7 @@ def test_the_claim_of_a_half_sent_campaign_reads_an_index_not_the_ledger(
     big_ledger: tuple[Engine, int],
 ) -> None:
     engine, current = big_ledger
-    ids = ledger._due_ids(campaign_id=current, now=utcnow(), limit=200, extra=None)
+    ids = ledger.due_ids(campaign_id=current, now=utcnow(), limit=200, extra=None)
     with engine.connect() as conn:
         plan = plan_of(conn, ids.with_for_update(skip_locked=True, of=ledger.MESSAGE))
     # Neither every ledger row nor every contact is read, and the planned rows come in id order
@@ -151,3 +154,19 @@ def test_a_running_campaign_is_known_live_through_the_claim_index(big_ledger: tu
     with engine.connect() as conn:
         plan = plan_of(conn, sa.select(CAMPAIGN.c.id).where(_due_filter(utcnow())))
     assert "Seq Scan on message" not in plan, plan
+
+
+def test_the_frequency_cap_counts_a_contacts_rows_through_the_contact_index(
+    big_ledger: tuple[Engine, int],
+) -> None:
+    """The claim of a capped campaign, with its cap condition: the next rows from the partial
+    index, each contact's counted sends through (contact_id, dedup_hash), never the whole ledger."""
+    engine, current = big_ledger
+    cap = parse_cap("2/7d")
+    assert cap is not None
+    rule = CapRule(cap, "wait", "MARKETING", "acme", ("default",))
+    ids = ledger.due_ids(campaign_id=current, now=utcnow(), limit=200, extra=claimable(rule, utcnow()))
+    with engine.connect() as conn:
+        plan = plan_of(conn, ids.with_for_update(skip_locked=True, of=ledger.MESSAGE))
+    assert uses_indexes_only(plan) and "Seq Scan on contact" not in plan, plan
+    assert "ix_message_planned" in plan and "uq_message_contact_dedup" in plan, plan
