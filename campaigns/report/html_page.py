@@ -61,6 +61,7 @@ def _summary(facts: dict[str, Any]) -> str:
         ("planned", counts["planned"], ""),
         ("skipped", counts["skipped"], ", ".join(f"{k}: {v}" for k, v in facts["skipped"].items())),
         ("accepted", counts["accepted"], _rate(rates["accepted"], "of planned")),
+        ("held (template pacing)", counts["held"], "accepted, waiting for the template's review"),
         ("sent", counts["sent"], ""),
         ("delivered", counts["delivered"], _rate(rates["delivered"], "of accepted")),
         ("read", counts["read"], _rate(rates["read"], "of delivered")),
@@ -73,6 +74,7 @@ def _summary(facts: dict[str, Any]) -> str:
         ("mean rate", f"{t['mean_per_s']} msg/s over {t['duration_s']} s"),
         ("busiest second", f"{t['busiest_second']} messages at {t['busiest_second_at'] or '–'}"),
         ("throttle events", t["throttle_events"]),
+        ("accepted by API", ", ".join(f"{via} {n}" for via, n in sorted(facts["paths"].items())) or "–"),
         (
             "tier budget used",
             f"{facts['tier']['recipients_counted']} unique recipients ({facts['tier']['messaging_tier']})",
@@ -81,6 +83,7 @@ def _summary(facts: dict[str, Any]) -> str:
             "replies",
             f"{replies['replies']} replies, {replies['button_taps']} taps, {replies['opt_outs']} opt-outs",
         ),
+        ("frequency cap", _cap(facts.get("frequency_cap") or {})),
         ("cost estimate", f"{cost['estimate']['planned']:.2f} {cost['currency']}"),
         ("actual cost", f"{cost['actual']['total']:.2f} {cost['currency']}"),
         ("billable delivered", cost["actual"]["billable_messages"]),
@@ -114,6 +117,12 @@ started {_e(c["started_at"])} · report generated {_e(facts["generated_at"])}</p
 <table><tr>{error_head}</tr>{_rows(errors, numeric=(0, 1))}</table>
 <div class="chart"><canvas id="errors"></canvas></div>
 """
+
+
+def _cap(cap: dict[str, Any]) -> str:
+    if not cap.get("cap"):
+        return "none"
+    return f"{cap['cap']} ({cap['policy']}): {cap['waiting']} waiting for it now, {cap['skipped']} skipped"
 
 
 def _rate(value: float | None, what: str) -> str:

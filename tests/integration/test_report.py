@@ -220,6 +220,8 @@ def test_the_html_is_one_file_without_any_network_reference(engine: Engine, sett
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert page.count("<canvas") == len(CHART_IDS)
     assert "Chart.js v4" in page  # the library itself is inlined
+    for line in ("held (template pacing)", "accepted by API", "frequency cap"):
+        assert f"<td>{line}</td>" in page, line
 
 
 def test_campaign_text_cannot_break_out_of_the_html(engine: Engine, settings: Settings) -> None:
