@@ -79,7 +79,9 @@ def _content(body: str) -> str:
 async def test_under_faults_every_recipient_ends_accepted_failed_with_a_code_or_unknown_and_none_twice(
     engine: Engine, fault: str
 ) -> None:
-    cid = seed_campaign(engine, recipients=400)
+    # 1,000 at 200/s: the run spans more than two storm periods, so it meets a storm whatever the
+    # seeded offsets and however late it starts (400 could end before the second one on a busy machine).
+    cid = seed_campaign(engine, recipients=1000)
     faults = FaultSettings(
         storm_every_s=2.0, storm_length_s=0.3, flaky_error_share=0.1, flaky_reset_share=0.03
     )
