@@ -37,17 +37,40 @@ AREAS: dict[str, tuple[str, str]] = {
         "`wacamp run-due`, `wacamp worker` and `wacamp campaigns run` are killed with SIGKILL at seeded "
         "random moments (a quarter while starting, the rest once a random number of rows has moved, "
         "plus up to 50 ms), then started again, against `wacamp sandbox serve` in its own process. "
-        "**What happens:** a killed run's claimed rows stay `sending` until their lease expires; the "
-        "next run turns them into `unknown` (never resent: the request may have reached the platform) "
-        "and sends the rest. Checked against `/_sandbox/stats`: no recipient accepted twice, every "
-        "accepted recipient has a row saying `accepted` (or `unknown` for a request cut off by the "
-        "kill), no row says accepted without the sandbox having accepted it, none left `sending`. "
-        "The run-due tests then do what an operator does: the sandbox's status webhooks (received by "
-        "`wacamp webhooks serve`) settle every `unknown` row the platform did accept, `campaigns "
-        "resolve --resend-unknown` and `campaigns run` send the rest, and in the end every recipient "
-        "was accepted exactly once. The price of at-most-once: a kill leaves the rows the dispatcher "
-        "had claimed ahead (up to 2 s of sending, `CLAIM_AHEAD_S`) `unknown` although almost none of "
-        "them reached the platform; they wait for a person's `resolve`, never for a blind resend.",
+        "**What happens:** a claim only leases rows (`claimed`); a row is marked `sending` in a small "
+        "group commit just ahead of its rate-limiter permit. A killed run's `claimed` rows go back to "
+        "`planned` when its lease expires (they never left), and only its `sending` rows (the "
+        "requests in flight plus rate x 0.1 s) become `unknown` (never resent: the request may have "
+        "reached the platform); the next run sends the rest. Checked against `/_sandbox/stats`: no "
+        "recipient accepted twice, every accepted recipient has a row saying `accepted` (or `unknown` "
+        "for a request cut off by the kill), no row says accepted without the sandbox having accepted "
+        "it, none left `claimed` or `sending`. The run-due tests then do what an operator does: the "
+        "sandbox's status webhooks (received by `wacamp webhooks serve`) settle every `unknown` row "
+        "the platform did accept, `campaigns resolve --resend-unknown` and `campaigns run` send the "
+        "rest, and in the end every recipient was accepted exactly once. `test_unknown_per_kill.py` "
+        "checks the bound per kill (in flight + rate x 0.1 s) at 80 and 1,000 msg/s.",
+    ),
+    "test_unknown_per_kill.py": (
+        "Crashes: how many rows a kill leaves `unknown`",
+        "`wacamp campaigns run` against a fast sandbox at a fixed rate R (80 and 1,000 msg/s), killed "
+        "with SIGKILL in the middle of sending, then run again to the end. **What happens:** each kill "
+        "leaves at most the requests in flight plus R x 0.1 s rows `sending` (then `unknown`): the "
+        "group commit marks only the permits due in the next 0.1 s; the claimed rest goes back to "
+        "`planned` by itself. Before the claimed -> sending protocol the same kills left 126-128 "
+        "(80 msg/s) and up to 201 (1,000 msg/s) rows `unknown` each.",
+    ),
+    "test_liveness.py": (
+        "Crashes: liveness from the database, never from a pid",
+        "A `campaigns run` killed with SIGKILL and left a zombie (its pid still answers `kill(pid, "
+        "0)`), on SQLite and PostgreSQL. **What happens:** a new run waits until the dead run's lease "
+        "expires on the database's clock (a lease renewed meanwhile would refuse it, exit 75) and then "
+        "sends; nothing is decided from a pid.",
+    ),
+    "test_rollout_membership.py": (
+        "Crashes: staged rollouts",
+        "A staged campaign planned again, and `run-due` killed with SIGKILL in the middle of a stage. "
+        "**What happens:** planning again moves nobody between stages; nobody of a later stage is "
+        "sent, nobody twice, nobody lost.",
     ),
     "test_crash_webhooks.py": (
         "Crashes: kill -9 of the webhook receiver",
