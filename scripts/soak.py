@@ -261,6 +261,8 @@ def fuzz_soak(args: argparse.Namespace, record_path: Path) -> dict[str, int]:
     """The fuzz tests, scaled to about `args.fuzz` inputs; their recorded counters summed."""
     scale = max(args.fuzz / FUZZ_BASE, 0.001)
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow"]
+    # scaled examples take scaled time: the tests without a timeout of their own get 120 s times the scale
+    command.append(f"--timeout={max(120, round(120 * scale))}")
     command += sorted(
         str(p.relative_to(REPO)) for p in (REPO / "tests" / "reliability").glob("test_fuzz_*.py")
     )
