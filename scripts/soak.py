@@ -380,9 +380,9 @@ def run_lines(data: dict[str, Any]) -> list[str]:
     if not shards:
         return [run, f"- Reproduce: `{data['command']}`"]
     return [
-        f"{run} (wall time: it ran as {len(shards)} parallel shards, merged with `--from-json`)",
+        f"{run} (the longest shard's; {len(shards)} shards, some at once, merged with `--from-json`)",
         *(
-            f"- Shard {i}: `{s['command']}` ({s['seconds'] / 60:.0f} minutes)"
+            f"- Shard {i}: `{s['command']}` ({s['seconds'] / 60:.0f} minutes, ended {s['when']})"
             for i, s in enumerate(shards, 1)
         ),
     ]
