@@ -3,18 +3,23 @@
     make soak                                                   # the full soak (hours on 2 cores)
     .venv/bin/python scripts/soak.py --kills 10 --fuzz 1000     # a smoke of it (minutes)
     .venv/bin/python scripts/soak.py --from-json build/soak.json  # render a recorded soak again
+    .venv/bin/python scripts/soak.py --from-json a.json b.json    # merge parallel shards and render them
 
 Kills: `wacamp campaigns run`, `run-due`, `worker` (each against `wacamp sandbox serve`, which counts
 what it accepted per recipient) and `wacamp webhooks serve` (under signed POSTs, redelivered when
 unanswered) are killed with SIGKILL at seeded random moments, on SQLite and on PostgreSQL, at each
 rate given (80 and 1,000 msg/s), then restarted; every campaign is then completed with `run-due`
 and audited against the sandbox (tests/reliability/support.py: duplicates, losses). For each kill it
-records the rows left in flight (`sending`: what becomes `unknown`), so the page shows unknown per
-kill as a distribution. Fuzz: the hypothesis tests tests/reliability/test_fuzz_*.py run with their
-`max_examples` scaled (WACAMP_FUZZ_SCALE) to reach `--fuzz` inputs in all.
+records the rows that kill left in flight (`sending` rows that were not `sending` before it started:
+what becomes `unknown`), so the page shows unknown per kill as a distribution. Fuzz: the hypothesis
+tests tests/reliability/test_fuzz_*.py run with their `max_examples` scaled (WACAMP_FUZZ_SCALE) to
+reach `--fuzz` inputs in all.
 
 The figures go into docs/reliability.md between the soak markers, with the command that made them
-(scripts/reliability_report.py keeps that section when it regenerates the rest of the page).
+(scripts/reliability_report.py keeps that section when it regenerates the rest of the page). The
+JSON is written again after every kill round, so an interrupted soak keeps what it measured. A soak
+can run as parallel shards (say `--backends sqlite --fuzz 0`, `--backends postgres --fuzz 0` and
+`--kills 0`, each with its own `--json`); `--from-json` with all their files merges them.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import datetime as dt
+import functools
 import itertools
 import json
 import os
@@ -33,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,26 +120,45 @@ def sender_args(command: str) -> list[str]:
     return ["run-due"]
 
 
-async def kill_moment(process: Any, engine: Any, campaign_id: int, rng: random.Random) -> None:
-    """A seeded moment: a quarter while starting, the rest after a random time of sending."""
+async def kill_moment(process: Any, engine: Any, campaign_id: int, moved: int, rng: random.Random) -> None:
+    """A seeded moment: a quarter while starting, the rest after a random time of this process's sending.
+
+    `moved` is the campaign's rows out of `planned` before the process started: it has begun sending
+    once there are more (a restarted process must claim rows itself, not find its predecessors').
+    """
     from tests.reliability.crashing import _sleep_while_running, touched
 
     if rng.random() < 0.25:
         await _sleep_while_running(process, rng.uniform(0.0, 1.5))
         return
     deadline = time.monotonic() + 30
-    while process.returncode is None and touched(engine, campaign_id) == 0 and time.monotonic() < deadline:
+    while (
+        process.returncode is None and touched(engine, campaign_id) == moved and time.monotonic() < deadline
+    ):
         await asyncio.sleep(0.01)
     await _sleep_while_running(process, rng.uniform(0.05, 1.5))
+
+
+def sending_ids(engine: Any, campaign_id: int) -> set[int]:
+    """Ids of the campaign's rows claimed (`sending`) and not settled."""
+    import sqlalchemy as sa
+
+    from tests.scheduling_support import MESSAGE
+
+    with engine.connect() as conn:
+        query = sa.select(MESSAGE.c.id).where(
+            MESSAGE.c.campaign_id == campaign_id, MESSAGE.c.state == "sending"
+        )
+        return set(conn.scalars(query))
 
 
 async def kill_round(scenario: Scenario, *, kills: int, rng: random.Random, workdir: Path, url: str) -> None:
     """Plan one campaign, kill its sender `kills` times at seeded moments, complete it, audit it."""
     from campaigns.core.db import make_engine
     from campaigns.core.dbtypes import utcnow
-    from tests.reliability.crashing import in_flight, run_due_until_completed
+    from tests.reliability.crashing import run_due_until_completed, touched
     from tests.reliability.support import audit, kill9, served_sandbox, start
-    from tests.scheduling_support import make_campaign, phones, sandbox_env, sandbox_settings
+    from tests.scheduling_support import campaign_state, make_campaign, phones, sandbox_env, sandbox_settings
 
     engine = make_engine(url)
     recipients = phones(int(scenario.rate * (1.0 * kills + 2)))
@@ -146,11 +172,14 @@ async def kill_round(scenario: Scenario, *, kills: int, rng: random.Random, work
         settings = sandbox_settings(sandbox.base_url)
         cid = make_campaign(engine, settings, name="soak", recipients=recipients, scheduled_at=utcnow())
         for _ in range(kills):
+            if campaign_state(engine, cid) == "completed":
+                break
+            before, moved = sending_ids(engine, cid), touched(engine, cid)
             process = await start(*sender_args(scenario.command), env=env, cwd=workdir)
-            await kill_moment(process, engine, cid, rng)
+            await kill_moment(process, engine, cid, moved, rng)
             if await kill9(process):
                 scenario.kills += 1
-                scenario.unknown_per_kill.append(in_flight(engine, cid))
+                scenario.unknown_per_kill.append(len(sending_ids(engine, cid) - before))
         await run_due_until_completed(env=env, cwd=workdir, engine=engine, campaign_id=cid, attempts=200)
         result = audit(engine, [cid], await sandbox.stats())
     engine.dispose()
@@ -207,25 +236,27 @@ async def one_round(scenario: Scenario, *, kills: int, rng: random.Random, workd
         await kill_round(scenario, kills=kills, rng=rng, workdir=workdir, url=url)
 
 
-async def run_scenario(scenario: Scenario, *, kills: int, seed: int) -> None:
+async def run_scenario(scenario: Scenario, *, kills: int, seed: int, checkpoint: Callable[[], None]) -> None:
+    """Kill rounds until `kills` kills landed; `checkpoint` after each round."""
     rng = random.Random(seed)
-    started = time.monotonic()
     while scenario.kills < kills:
         batch = min(KILLS_PER_ROUND, kills - scenario.kills)
         before = scenario.kills
+        started = time.monotonic()
         with (
             tempfile.TemporaryDirectory(prefix="wacamp-soak-") as tmp,
             database(scenario.backend, Path(tmp)) as url,
         ):
             try:
                 await one_round(scenario, kills=batch, rng=rng, workdir=Path(tmp), url=url)
-            except (AssertionError, TimeoutError) as exc:  # a finding: keep it, go on soaking
+            except Exception as exc:  # a finding (an audit failed, a command broke): keep it, go on soaking
                 scenario.failures.append(f"{type(exc).__name__}: {str(exc)[-300:]}")
                 print(f"  round failed: {scenario.failures[-1]}", file=sys.stderr, flush=True)
+        scenario.seconds += time.monotonic() - started
+        checkpoint()
         if scenario.kills == before:  # no kill landed (the work ran out too fast, or the round broke)
             break
         print(f"  {scenario.name}: {scenario.kills}/{kills} kills", file=sys.stderr, flush=True)
-    scenario.seconds += time.monotonic() - started
 
 
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
@@ -237,12 +268,14 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
     return made
 
 
-async def kill_soak(args: argparse.Namespace) -> list[Scenario]:
+async def kill_soak(args: argparse.Namespace, save: Callable[[list[Scenario]], None]) -> list[Scenario]:
+    """Every scenario's share of `args.kills`; `save` gets the scenarios begun so far after each round."""
     planned = scenarios(args)
     shares = [args.kills // len(planned) + (i < args.kills % len(planned)) for i in range(len(planned))]
     for i, (scenario, kills) in enumerate(zip(planned, shares, strict=True)):
         print(f"kills: {scenario.name}, {kills} kills", file=sys.stderr, flush=True)
-        await run_scenario(scenario, kills=kills, seed=args.seed * 1000 + i)
+        checkpoint = functools.partial(save, planned[: i + 1])
+        await run_scenario(scenario, kills=kills, seed=args.seed * 1000 + i, checkpoint=checkpoint)
     return planned
 
 
@@ -251,6 +284,8 @@ def fuzz_soak(args: argparse.Namespace, record_path: Path) -> dict[str, int]:
     """The fuzz tests, scaled to about `args.fuzz` inputs; their recorded counters summed."""
     scale = max(args.fuzz / FUZZ_BASE, 0.001)
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow"]
+    # scaled examples take scaled time: the tests without a timeout of their own get 120 s times the scale
+    command.append(f"--timeout={max(120, round(120 * scale))}")
     command += sorted(
         str(p.relative_to(REPO)) for p in (REPO / "tests" / "reliability").glob("test_fuzz_*.py")
     )
@@ -310,7 +345,7 @@ def render(data: dict[str, Any]) -> str:
         ("**webhooks lost after their 200**", f"{sum(s.webhook_lost_after_200 for s in rows):,}"),
         ("rows `unknown` at the end", f"{sum(s.unknown for s in senders):,}"),
         ("… of them accepted by the platform", f"{sum(s.unknown_accepted for s in senders):,}"),
-        ("unknown per kill (rows in flight when killed), all rates", distribution(all_unknown)),
+        ("unknown per kill (rows the kill left in flight), all rates", distribution(all_unknown)),
         ("fuzzed inputs in all", f"{fuzz.get('fuzzed_inputs', 0):,}"),
         ("… CSV files, webhook bodies, config files, template files", ", ".join(f"{n:,}" for n in fuzzed)),
         ("fuzz tests failed", f"{fuzz.get('tests_failed', 0)}"),
@@ -320,8 +355,7 @@ def render(data: dict[str, Any]) -> str:
         START_MARK,
         "## The soak (`make soak`)",
         "",
-        f"- Run: {data['when']}, commit `{data['commit']}`, {data['seconds'] / 60:.0f} minutes",
-        f"- Reproduce: `{data['command']}`",
+        *run_lines(data),
         f"- Scale: {kills:,} kill points, {fuzz.get('fuzzed_inputs', 0):,} fuzzed inputs (`make soak` "
         "defaults: 1,000 and 100,000; a smaller run is a smoke of it)",
         "",
@@ -337,6 +371,21 @@ def render(data: dict[str, Any]) -> str:
         END_MARK,
     ]
     return "\n".join(lines)
+
+
+def run_lines(data: dict[str, Any]) -> list[str]:
+    """When, what and how long; a merged soak names each of its shards."""
+    run = f"- Run: {data['when']}, commit `{data['commit']}`, {data['seconds'] / 60:.0f} minutes"
+    shards = data.get("shards", [])
+    if not shards:
+        return [run, f"- Reproduce: `{data['command']}`"]
+    return [
+        f"{run} (the longest shard's; {len(shards)} shards, some at once, merged with `--from-json`)",
+        *(
+            f"- Shard {i}: `{s['command']}` ({s['seconds'] / 60:.0f} minutes, ended {s['when']})"
+            for i, s in enumerate(shards, 1)
+        ),
+    ]
 
 
 def scenario_row(s: Scenario) -> str:
@@ -356,6 +405,56 @@ def write_section(page: Path, section: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     page.write_text(text)
+
+
+# -------------------------------------------------------------------- merge
+def merge_scenarios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Scenarios of the same command, backend and rate summed field by field (lists concatenated)."""
+    merged: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["command"], row["backend"], row["rate"])
+        if key not in merged:
+            merged[key] = copy.deepcopy(row)
+            continue
+        for name, value in row.items():
+            if name not in ("command", "backend", "rate"):
+                merged[key][name] = merged[key][name] + value
+    return list(merged.values())
+
+
+def merge_fuzz(totals: list[dict[str, int]]) -> dict[str, int]:
+    """Fuzz counters added; pytest's exit code is the worst one (5, no tests, is as good as 0)."""
+    ran = [t for t in totals if t]
+    merged: dict[str, int] = {}
+    for fuzz in ran:
+        for key, value in fuzz.items():
+            if key != "pytest_exit":
+                merged[key] = merged.get(key, 0) + value
+    if ran:
+        codes = [t.get("pytest_exit", 0) for t in ran]
+        merged["pytest_exit"] = next((c for c in codes if c not in (0, 5)), min(codes))
+    return merged
+
+
+def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Parallel shards as one soak: its wall time is the longest shard's."""
+    if len(runs) == 1:
+        return runs[0]
+    shards = list(itertools.chain.from_iterable(r.get("shards") or [shard_of(r)] for r in runs))
+    commits = sorted({r["commit"] for r in runs})
+    return {
+        "when": max(r["when"] for r in runs),
+        "commit": ", ".join(commits),
+        "command": " & ".join(s["command"] for s in shards),
+        "seconds": max(r["seconds"] for r in runs),
+        "scenarios": merge_scenarios(list(itertools.chain.from_iterable(r["scenarios"] for r in runs))),
+        "fuzz": merge_fuzz([r["fuzz"] for r in runs]),
+        "shards": shards,
+    }
+
+
+def shard_of(run: dict[str, Any]) -> dict[str, Any]:
+    return {"command": run["command"], "when": run["when"], "seconds": run["seconds"]}
 
 
 # --------------------------------------------------------------------- main
@@ -378,7 +477,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where the soak's figures are kept")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the page the figures go into")
-    parser.add_argument("--from-json", type=Path, help="render a recorded soak instead of running one")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        help="render a recorded soak instead of running one (several files: parallel shards, merged)",
+    )
     args = parser.parse_args(argv)
     args.rates = [int(r) for r in args.rates.split(",") if r]
     args.backends = [b for b in args.backends.split(",") if b]
@@ -399,17 +503,29 @@ def postgres_ready() -> bool:
 
 
 def soak(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """Run the soak, writing its JSON after every kill round and at the end."""
     if "postgres" in args.backends and not postgres_ready():
         sys.exit("PostgreSQL is not reachable: set WACAMP_TEST_POSTGRES_URL or pass --backends sqlite")
     started = time.monotonic()
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    kills = asyncio.run(kill_soak(args)) if args.kills else []
+
+    def save(kills: list[Scenario], fuzz: dict[str, int] | None = None) -> dict[str, Any]:
+        data = record(argv, time.monotonic() - started, kills, fuzz or {})
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
+        return data
+
+    kills = asyncio.run(kill_soak(args, save)) if args.kills else []
     fuzz = fuzz_soak(args, args.json.with_suffix(".fuzz.json")) if args.fuzz else {}
+    return save(kills, fuzz)
+
+
+def record(argv: list[str], seconds: float, kills: list[Scenario], fuzz: dict[str, int]) -> dict[str, Any]:
+    """The soak's figures as they are kept in its JSON."""
     return {
         "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit(),
         "command": " ".join(["python", "scripts/soak.py", *map(shlex.quote, argv)]).strip(),
-        "seconds": time.monotonic() - started,
+        "seconds": seconds,
         "scenarios": [asdict(s) for s in kills],
         "fuzz": fuzz,
     }
@@ -419,10 +535,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
     if args.from_json:
-        data = json.loads(args.from_json.read_text())
+        data = merge_runs([json.loads(path.read_text()) for path in args.from_json])
+        if len(args.from_json) > 1:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(data, indent=2) + "\n")
     else:
         data = soak(args, argv)
-        args.json.write_text(json.dumps(data, indent=2) + "\n")
     write_section(args.out, render(data))
     scenarios_ = data["scenarios"]
     bad = sum(s["duplicates"] + s["losses"] + s["webhook_lost_after_200"] for s in scenarios_)
